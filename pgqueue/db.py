@@ -1,0 +1,116 @@
+"""Run pgqueue's statements on whatever connection the caller has.
+
+pgqueue takes a psycopg ``Connection``/``Cursor``/``AsyncConnection``, a SQLAlchemy
+``Connection``/``Session``/``AsyncConnection``/``AsyncSession``, or Django's
+connection, and runs the same SQL text on each. It never commits, rolls back or
+closes a connection it was given: the job belongs to the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from pgqueue.errors import ConfigurationError
+
+__all__ = ["Row", "execute", "execute_async", "is_async_connection"]
+
+Row = tuple[Any, ...]
+Params = Mapping[str, Any]
+
+
+def _as_tuples(rows: Sequence[Any]) -> list[Row]:
+    # A caller's connection may use dict_row or namedtuple rows; normalise.
+    return [tuple(row.values()) if isinstance(row, Mapping) else tuple(row) for row in rows]
+
+
+def _kind(connection: object) -> str:
+    module = type(connection).__module__
+    name = type(connection).__name__
+    if isinstance(connection, psycopg.Connection):
+        return "psycopg"
+    if isinstance(connection, psycopg.AsyncConnection):
+        return "psycopg-async"
+    if isinstance(connection, psycopg.Cursor):
+        return "psycopg-cursor"
+    if isinstance(connection, psycopg.AsyncCursor):
+        return "psycopg-async-cursor"
+    if module.startswith("sqlalchemy"):
+        if name in ("AsyncConnection", "AsyncSession") or module.startswith("sqlalchemy.ext.asyncio"):
+            return "sqlalchemy-async"
+        return "sqlalchemy"
+    if module.startswith("django.") or hasattr(connection, "vendor") and hasattr(connection, "cursor"):
+        return "django"
+    return "unknown"
+
+
+def is_async_connection(connection: object) -> bool:
+    """Whether ``connection`` must be used through the ``*_async`` methods."""
+    return _kind(connection) in ("psycopg-async", "psycopg-async-cursor", "sqlalchemy-async")
+
+
+def _unsupported(connection: object, wanted: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot use a {type(connection).__module__}.{type(connection).__name__} as a {wanted}"
+        " connection: pass a psycopg Connection/Cursor, a SQLAlchemy Connection/Session,"
+        " Django's connection, or their async twins to the *_async methods"
+    )
+
+
+def execute(connection: object, sql: str, params: Params) -> list[Row]:
+    """Run one statement on a synchronous connection and return its rows (if any)."""
+    kind = _kind(connection)
+    if kind == "psycopg":
+        assert isinstance(connection, psycopg.Connection)
+        with connection.cursor(row_factory=tuple_row) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+    if kind == "psycopg-cursor":
+        assert isinstance(connection, psycopg.Cursor)
+        connection.execute(sql, params)
+        return _as_tuples(connection.fetchall()) if connection.description else []
+    if kind == "sqlalchemy":
+        sa_connection: Any = connection
+        if hasattr(sa_connection, "exec_driver_sql") is False and hasattr(sa_connection, "connection"):
+            sa_connection = sa_connection.connection()  # a Session: its current Connection
+        result = sa_connection.exec_driver_sql(sql, dict(params))
+        return _as_tuples(result.fetchall()) if result.returns_rows else []
+    if kind == "django":
+        django_connection: Any = connection
+        with django_connection.cursor() as cursor:
+            cursor.execute(sql, dict(params))
+            return _as_tuples(cursor.fetchall()) if cursor.description else []
+    if kind in ("psycopg-async", "psycopg-async-cursor", "sqlalchemy-async"):
+        raise ConfigurationError(
+            f"{type(connection).__name__} is asynchronous: use the *_async method"
+            " (for example `await task.enqueue_async(..., connection=conn)`)"
+        )
+    raise _unsupported(connection, "synchronous")
+
+
+async def execute_async(connection: object, sql: str, params: Params) -> list[Row]:
+    """Run one statement on an asynchronous connection and return its rows (if any)."""
+    kind = _kind(connection)
+    if kind == "psycopg-async":
+        assert isinstance(connection, psycopg.AsyncConnection)
+        async with connection.cursor(row_factory=tuple_row) as cursor:
+            await cursor.execute(sql, params)
+            return await cursor.fetchall() if cursor.description else []
+    if kind == "psycopg-async-cursor":
+        assert isinstance(connection, psycopg.AsyncCursor)
+        await connection.execute(sql, params)
+        return _as_tuples(await connection.fetchall()) if connection.description else []
+    if kind == "sqlalchemy-async":
+        sa_connection: Any = connection
+        if type(connection).__name__ == "AsyncSession":
+            sa_connection = await sa_connection.connection()
+        result = await sa_connection.exec_driver_sql(sql, dict(params))
+        return _as_tuples(result.fetchall()) if result.returns_rows else []
+    if kind in ("psycopg", "psycopg-cursor", "sqlalchemy", "django"):
+        raise ConfigurationError(
+            f"{type(connection).__name__} is synchronous: use the method without _async"
+        )
+    raise _unsupported(connection, "asynchronous")

@@ -1,0 +1,72 @@
+"""Database URLs: where they come from, how they are checked, how they are shown.
+
+A URL is shown to humans only through ``redact_dsn``: the password becomes ``***``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg.conninfo
+
+from pgqueue.errors import InvalidDatabaseURL
+
+__all__ = ["DSN_ENV_VAR", "normalize_dsn", "redact_dsn", "redact_text", "resolve_dsn"]
+
+DSN_ENV_VAR = "PGQUEUE_DATABASE_URL"
+
+# "postgresql+psycopg://" and friends are SQLAlchemy spellings; libpq wants the bare scheme.
+_DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)(?=@)",
+                           re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)",
+                               re.IGNORECASE)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***`` (URL or key=value form)."""
+    return redact_text(dsn)
+
+
+def redact_text(text: str) -> str:
+    """Replace every DSN password inside free text (for error messages and logs)."""
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+    return _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+
+
+def normalize_dsn(dsn: str) -> str:
+    """Check that ``dsn`` parses and return it in the form libpq accepts.
+
+    Raises:
+        InvalidDatabaseURL: the URL cannot be parsed; the message shows it redacted.
+    """
+    dsn = dsn.strip()
+    dsn = _DRIVER_SUFFIX.sub(lambda m: m.group(1) + "://", dsn)
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        if parts.scheme.lower() not in ("postgres", "postgresql"):
+            raise InvalidDatabaseURL(
+                f"invalid database URL '{redact_dsn(dsn)}': scheme must be postgresql://"
+            )
+        try:
+            parts.port  # noqa: B018 - urllib validates the port only when asked
+        except ValueError:
+            port = parts.netloc.rsplit("@", 1)[-1].rsplit(":", 1)[-1]
+            raise InvalidDatabaseURL(
+                f"invalid database URL '{redact_dsn(dsn)}': invalid port '{port}'"
+            ) from None
+        dsn = urlunsplit(parts)
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as error:
+        reason = redact_text(str(error).strip().splitlines()[0])
+        raise InvalidDatabaseURL(f"invalid database URL '{redact_dsn(dsn)}': {reason}") from None
+    return dsn
+
+
+def resolve_dsn(dsn: str | None) -> str | None:
+    """The explicit ``dsn``, else ``$PGQUEUE_DATABASE_URL``, else ``None`` (embedded)."""
+    chosen = dsn or os.environ.get(DSN_ENV_VAR) or None
+    return normalize_dsn(chosen) if chosen else None

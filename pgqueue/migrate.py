@@ -1,0 +1,152 @@
+"""Create and upgrade pgqueue's schema with its Alembic revisions.
+
+The revisions ship inside the package (``pgqueue/_migrations`` in a wheel,
+``migrations/`` in a source checkout). Their version is recorded in
+``<schema>.pgqueue_alembic_version``, apart from the application's own Alembic
+history. Concurrent migrators queue on an advisory lock; the ones that find the
+schema already at head change nothing.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import sqlalchemy
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from pgqueue import queries
+from pgqueue.errors import ConfigurationError, SchemaNotMigratedError
+from pgqueue.schema import validate_schema_name
+
+__all__ = [
+    "HEAD_REVISION",
+    "MigrationResult",
+    "check_schema",
+    "current_revision",
+    "migrations_dir",
+    "upgrade",
+    "upgrade_sql",
+]
+
+# The revision this version of pgqueue needs. A test checks it is Alembic's head.
+HEAD_REVISION = "0001"
+VERSION_TABLE = "pgqueue_alembic_version"
+
+
+def migrations_dir() -> Path:
+    """Where the Alembic environment lives: inside the package, or the source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_migrations", package.parent / "migrations"):
+        if (candidate / "env.py").exists():
+            return candidate
+    raise ConfigurationError(
+        f"pgqueue's migrations are missing (looked in {package / '_migrations'} and"
+        f" {package.parent / 'migrations'}); reinstall pgqueue"
+    )
+
+
+def alembic_config(schema: str, url: str = "postgresql+psycopg://") -> Config:
+    """An Alembic Config for pgqueue's revisions in ``schema``."""
+    config = Config(stdout=io.StringIO())
+    config.set_main_option("script_location", str(migrations_dir()))
+    # configparser interpolation: a literal % in a URL must be doubled.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["pgqueue_schema"] = validate_schema_name(schema)
+    return config
+
+
+def script_head(schema: str = "pgqueue") -> str:
+    """The head revision of the shipped scripts."""
+    head = ScriptDirectory.from_config(alembic_config(schema)).get_current_head()
+    if head is None:
+        raise ConfigurationError("pgqueue's migrations have no head revision; reinstall pgqueue")
+    return head
+
+
+def current_revision(connection: psycopg.Connection[object], schema: str) -> str | None:
+    """The revision recorded in the database, or None if pgqueue was never migrated."""
+    try:
+        with connection.transaction():
+            row = connection.execute(queries.render(queries.SCHEMA_REVISION_GET, schema)).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return None if row is None else str(row[0])
+
+
+def check_schema(connection: psycopg.Connection[object], schema: str) -> None:
+    """Raise SchemaNotMigratedError unless the database is at ``HEAD_REVISION``."""
+    current = current_revision(connection, schema)
+    if current != HEAD_REVISION:
+        raise SchemaNotMigratedError(
+            f"database schema is at revision {current or '<none>'},"
+            f" this pgqueue requires {HEAD_REVISION}; run 'pgqueue migrate'",
+            current=current,
+            required=HEAD_REVISION,
+        )
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """What ``upgrade`` did: the revision before and after, and whether it changed."""
+
+    before: str | None
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def _sqlalchemy_url(dsn: str) -> str:
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:  # key=value conninfo: hand it to psycopg through the query string
+        return "postgresql+psycopg://"
+    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else dsn
+
+
+def upgrade(dsn: str, schema: str = "pgqueue", revision: str = "head") -> MigrationResult:
+    """Bring ``schema`` up to ``revision``, serialised against concurrent migrators."""
+    validate_schema_name(schema)
+    connect_args: dict[str, object] = {"application_name": "pgqueue-migrate"}
+    if "://" not in dsn:
+        connect_args["conninfo"] = dsn
+    engine = sqlalchemy.create_engine(
+        _sqlalchemy_url(dsn), poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args
+    )
+    try:
+        with engine.connect() as connection:
+            # Session-level lock: held across Alembic's own transaction, released on close.
+            connection.exec_driver_sql(
+                "SELECT pg_advisory_lock(hashtextextended(%(key)s, 0))",
+                {"key": f"pgqueue.migrate.{schema}"},
+            )
+            connection.commit()
+            before = MigrationContext.configure(
+                connection,
+                opts={"version_table": VERSION_TABLE, "version_table_schema": schema},
+            ).get_current_revision()
+            connection.commit()
+            target = script_head(schema) if revision == "head" else revision
+            if before != target:
+                config = alembic_config(schema)
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                connection.commit()
+            return MigrationResult(before=before, after=target)
+    finally:
+        engine.dispose()
+
+
+def upgrade_sql(schema: str = "pgqueue", revision: str = "head") -> str:
+    """The DDL ``upgrade`` would run on an empty database, for teams using other tools."""
+    config = alembic_config(schema, url="postgresql://")
+    output = io.StringIO()
+    config.output_buffer = output
+    command.upgrade(config, revision, sql=True)
+    return output.getvalue()

@@ -1,0 +1,245 @@
+"""Every SQL statement pgqueue runs, named, in one place.
+
+Rules:
+- One statement per operation, named NOUN_VERB, in alphabetical order.
+- Values are always bound parameters (``%(name)s``); the only thing formatted in
+  is the schema name, validated against ``SCHEMA_NAME_PATTERN`` and quoted.
+- Every state change is guarded in its WHERE clause: a finishing update matches
+  only ``state = 'running'`` with the caller's lease token, so a worker that
+  lost its lease changes nothing.
+- Times come from the database clock (``now()``), never from a worker's clock.
+- No literal percent signs: the same text runs on psycopg and through
+  SQLAlchemy's ``exec_driver_sql``, which both use the pyformat style.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from pgqueue.schema import validate_schema_name
+
+# Columns that make a pgqueue.jobs.Job, in the order db.row_to_job reads them.
+JOB_COLUMNS = (
+    "id, queue, task, args, state, priority, attempt, max_attempts, run_at, created_at,"
+    " started_at, finished_at, result, last_error, errors, worker_id"
+)
+
+# Cancel jobs that have not started; they finish at once.
+JOB_CANCEL_WAITING = """
+UPDATE {schema}.jobs
+SET state = 'cancelled', finished_at = now()
+WHERE id = ANY(%(ids)s) AND state IN ('queued', 'failed')
+RETURNING id
+"""
+
+# Ask running jobs to stop: the worker sees the flag through NOTIFY or its
+# next heartbeat, and the task through job.is_cancelled().
+JOB_CANCEL_REQUEST_RUNNING = """
+WITH flagged AS (
+    UPDATE {schema}.jobs
+    SET cancel_requested_at = coalesce(cancel_requested_at, now())
+    WHERE id = ANY(%(ids)s) AND state = 'running'
+    RETURNING id
+)
+SELECT id, pg_notify(%(events_channel)s, 'cancel ' || id) FROM flagged
+"""
+
+# Lock up to %(limit)s due jobs of one queue, best priority first, skipping rows
+# other workers hold, and mark them running with a fresh lease, in one
+# statement. The CTE is the optimisation fence that keeps the planner from
+# re-running the LIMIT subquery; jobs_claimable_idx serves it in claim order.
+JOB_CLAIM = """
+WITH locked AS (
+    SELECT id
+    FROM {schema}.jobs
+    WHERE state IN ('queued', 'failed') AND queue = %(queue)s AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.jobs AS j
+SET state = 'running',
+    attempt = j.attempt + 1,
+    lease_token = gen_random_uuid(),
+    worker_id = %(worker_id)s,
+    started_at = now(),
+    heartbeat_at = now(),
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    cancel_requested_at = NULL
+FROM locked
+WHERE j.id = locked.id
+RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts,
+          j.crash_count, j.lease_token, j.created_at, j.run_at
+"""
+
+# Pruning: delete finished rows older than the retention period, a batch at a
+# time so the table is never locked for long.
+JOB_DELETE_FINISHED_BEFORE = """
+DELETE FROM {schema}.jobs
+WHERE id IN (
+    SELECT id FROM {schema}.jobs
+    WHERE state = ANY(%(states)s)
+      AND finished_at < now() - make_interval(secs => %(older_than_seconds)s)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+# Record a failed attempt: 'failed' with the next run_at, or 'dead'. Fenced.
+JOB_FAIL = """
+WITH finished AS (
+    UPDATE {schema}.jobs
+    SET state = %(state)s,
+        run_at = CASE WHEN %(state)s = 'failed'
+                      THEN now() + make_interval(secs => %(delay_seconds)s)
+                      ELSE run_at END,
+        finished_at = CASE WHEN %(state)s = 'failed' THEN NULL ELSE now() END,
+        last_error = %(last_error)s,
+        errors = errors || jsonb_build_array(jsonb_build_object(
+            'attempt', attempt, 'at', now(), 'kind', %(kind)s, 'type', %(error_type)s,
+            'message', %(message)s, 'traceback', %(traceback)s, 'worker_id', worker_id)),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'running'
+    RETURNING id, state
+)
+SELECT id, state,
+       CASE WHEN state <> 'failed' THEN pg_notify(%(events_channel)s, 'done ' || id) END
+FROM finished
+"""
+
+JOB_GET = "SELECT " + JOB_COLUMNS + " FROM {schema}.jobs WHERE id = %(id)s"
+
+# Renew the leases of every job this worker runs, in one statement. Rows that
+# come back are still ours; a job missing from the result was rescued or
+# finished elsewhere. Only un-indexed columns change, so these are HOT updates.
+JOB_HEARTBEAT = """
+UPDATE {schema}.jobs AS j
+SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM unnest(%(ids)s::bigint[], %(lease_tokens)s::uuid[]) AS held(id, lease_token)
+WHERE j.id = held.id AND j.lease_token = held.lease_token AND j.state = 'running'
+RETURNING j.id, j.cancel_requested_at IS NOT NULL
+"""
+
+JOB_INSERT = """
+INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts)
+VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s,
+        coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay_seconds)s)),
+        %(max_attempts)s)
+RETURNING """ + JOB_COLUMNS
+
+# Many jobs in one round trip: parallel arrays, unnested into rows.
+JOB_INSERT_MANY = """
+INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts)
+SELECT q, t, a::jsonb, p, coalesce(r, now() + make_interval(secs => d)), m
+FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(priorities)s::smallint[],
+            %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[])
+     AS batch(q, t, a, p, r, d, m)
+RETURNING """ + JOB_COLUMNS
+
+# Give unfinished jobs back to the queue on shutdown. The attempt is handed
+# back too: a run cut short by a deploy is not a failure of the task.
+JOB_RELEASE = """
+WITH released AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'queued', attempt = greatest(j.attempt - 1, 0), run_at = now(),
+        lease_token = NULL, lease_expires_at = NULL,
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'at', now(), 'kind', 'released',
+            'message', 'released on worker shutdown', 'worker_id', j.worker_id))
+    FROM unnest(%(ids)s::bigint[], %(lease_tokens)s::uuid[]) AS held(id, lease_token)
+    WHERE j.id = held.id AND j.lease_token = held.lease_token AND j.state = 'running'
+    RETURNING j.id, j.queue
+)
+SELECT id, pg_notify(%(notify_channel)s, queue) FROM released
+"""
+
+# Return jobs whose lease expired (their worker died or hung) to the queue with
+# a short backoff, or to 'dead' after max_crash_recoveries. Paged and SKIP
+# LOCKED so that every worker may run it; it never discards a job for having a
+# task this worker does not know.
+JOB_RESCUE_EXPIRED = """
+WITH expired AS (
+    SELECT id FROM {schema}.jobs
+    WHERE state = 'running' AND lease_expires_at < now()
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE {schema}.jobs AS j
+    SET crash_count = j.crash_count + 1,
+        state = CASE WHEN j.crash_count + 1 >= %(max_crash_recoveries)s THEN 'dead' ELSE 'failed' END,
+        run_at = now() + make_interval(secs => least(power(2, j.crash_count), 60)),
+        finished_at = CASE WHEN j.crash_count + 1 >= %(max_crash_recoveries)s THEN now() END,
+        last_error = 'worker lost: the lease expired while this job was running ('
+            || (j.crash_count + 1) || '/' || %(max_crash_recoveries)s
+            || ' crash recoveries; worker ' || coalesce(j.worker_id, '?')
+            || ' stopped renewing it)',
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'at', now(), 'kind', 'worker_lost', 'type', 'WorkerLost',
+            'message', 'lease expired at ' || j.lease_expires_at, 'worker_id', j.worker_id)),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM expired
+    WHERE j.id = expired.id AND j.state = 'running'
+    RETURNING j.id, j.state, j.queue
+)
+SELECT id, state,
+       CASE WHEN state = 'dead' THEN pg_notify(%(events_channel)s, 'done ' || id)
+            ELSE pg_notify(%(notify_channel)s, queue) END
+FROM rescued
+"""
+
+# Re-run finished or waiting jobs now. A job out of attempts gets one more.
+JOB_RETRY = """
+WITH retried AS (
+    UPDATE {schema}.jobs
+    SET state = 'queued', run_at = now(), finished_at = NULL, crash_count = 0,
+        cancel_requested_at = NULL, result = NULL,
+        max_attempts = least(100, greatest(max_attempts, attempt + 1))
+    WHERE id = ANY(%(ids)s) AND state IN ('dead', 'cancelled', 'failed', 'succeeded')
+    RETURNING id, queue
+)
+SELECT id, pg_notify(%(notify_channel)s, queue) FROM retried
+"""
+
+# Finish many jobs in one statement, each fenced by its own lease token, and
+# wake anyone waiting on them with one notification per batch (or 'done *' when
+# the ids would not fit NOTIFY's 8000-byte payload).
+JOB_SUCCEED_MANY = """
+WITH finished AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'succeeded', result = done.result::jsonb, finished_at = now(),
+        lease_token = NULL, lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(lease_tokens)s::uuid[], %(results)s::text[])
+         AS done(id, lease_token, result)
+    WHERE j.id = done.id AND j.lease_token = done.lease_token AND j.state = 'running'
+    RETURNING j.id
+), ids AS (
+    SELECT string_agg(id::text, ',') AS list, array_agg(id) AS all_ids FROM finished
+)
+SELECT all_ids,
+       CASE WHEN list IS NULL THEN NULL
+            WHEN octet_length(list) < 7900 THEN pg_notify(%(events_channel)s, 'done ' || list)
+            ELSE pg_notify(%(events_channel)s, 'done *') END
+FROM ids
+"""
+
+QUEUE_LIST_PAUSED = "SELECT name FROM {schema}.queues WHERE paused_at IS NOT NULL"
+
+SCHEMA_REVISION_GET = "SELECT version_num FROM {schema}.pgqueue_alembic_version"
+
+WORKER_DELETE = "DELETE FROM {schema}.workers WHERE id = %(id)s"
+
+WORKER_UPSERT = """
+INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+"""
+
+
+@functools.lru_cache(maxsize=256)
+def render(statement: str, schema: str) -> str:
+    """``statement`` with the (validated, quoted) schema name filled in."""
+    return statement.replace("{schema}", f'"{validate_schema_name(schema)}"')
