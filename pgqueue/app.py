@@ -128,6 +128,13 @@ class App:
                     self._dsn = server.dsn
         return self._dsn
 
+    def use_database(self, dsn: str) -> None:
+        """Point this app at ``dsn`` (the CLI's ``--dsn``); only before it has connected."""
+        if self._pool is not None or self._async_pool is not None:
+            raise ConfigurationError("use_database() must be called before the app connects")
+        self._dsn = resolve_dsn(dsn)
+        self.embedded_description = None
+
     @property
     def is_embedded(self) -> bool:
         """True when no URL was configured and the embedded database serves this app."""

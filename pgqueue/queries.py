@@ -86,19 +86,22 @@ WHERE id IN (
 )
 """
 
-# Record a failed attempt: 'failed' with the next run_at, or 'dead'. Fenced.
+# Record a failed attempt: 'failed' with the next run_at, or 'dead'/'cancelled'.
+# Fenced. A crash of a child process counts as a crash recovery, not a failure.
 JOB_FAIL = """
 WITH finished AS (
     UPDATE {schema}.jobs
-    SET state = %(state)s,
-        run_at = CASE WHEN %(state)s = 'failed'
+    SET state = %(state)s::text,
+        crash_count = crash_count + %(crash_increment)s,
+        run_at = CASE WHEN %(state)s::text = 'failed'
                       THEN now() + make_interval(secs => %(delay_seconds)s)
                       ELSE run_at END,
-        finished_at = CASE WHEN %(state)s = 'failed' THEN NULL ELSE now() END,
-        last_error = %(last_error)s,
+        finished_at = CASE WHEN %(state)s::text = 'failed' THEN NULL ELSE now() END,
+        last_error = %(last_error)s::text,
         errors = errors || jsonb_build_array(jsonb_build_object(
-            'attempt', attempt, 'at', now(), 'kind', %(kind)s, 'type', %(error_type)s,
-            'message', %(message)s, 'traceback', %(traceback)s, 'worker_id', worker_id)),
+            'attempt', attempt, 'at', now(), 'kind', %(kind)s::text,
+            'type', %(error_type)s::text, 'message', %(message)s::text,
+            'traceback', %(traceback)s::text, 'worker_id', worker_id)),
         lease_token = NULL,
         lease_expires_at = NULL
     WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'running'
@@ -169,7 +172,8 @@ WITH expired AS (
 ), rescued AS (
     UPDATE {schema}.jobs AS j
     SET crash_count = j.crash_count + 1,
-        state = CASE WHEN j.crash_count + 1 >= %(max_crash_recoveries)s THEN 'dead' ELSE 'failed' END,
+        state = CASE WHEN j.crash_count + 1 >= %(max_crash_recoveries)s
+                     THEN 'dead' ELSE 'failed' END,
         run_at = now() + make_interval(secs => least(power(2, j.crash_count), 60)),
         finished_at = CASE WHEN j.crash_count + 1 >= %(max_crash_recoveries)s THEN now() END,
         last_error = 'worker lost: the lease expired while this job was running ('

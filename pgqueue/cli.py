@@ -1,0 +1,195 @@
+"""The ``pgqueue`` command: thin click wrappers over the library.
+
+Exit codes: 0 ok, 1 unexpected error, 2 usage or configuration, 3 cannot
+connect, 4 schema not migrated. Errors print one line, ``pgqueue: <what> ...``,
+with any password shown as ``***``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from pgqueue import migrate as migrations
+from pgqueue.app import App
+from pgqueue.cli_db import db
+from pgqueue.dsn import redact_text
+from pgqueue.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    JobFailedError,
+    JobNotFoundError,
+    PgqueueError,
+    SchemaNotMigratedError,
+)
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_UNEXPECTED = 1
+EXIT_CONFIG = 2
+EXIT_CONNECT = 3
+EXIT_SCHEMA = 4
+
+
+def fail(message: str, code: int) -> click.exceptions.Exit:
+    click.echo(f"pgqueue: {redact_text(message)}", err=True)
+    return click.exceptions.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn pgqueue's errors into one-line messages and the documented exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigurationError as error:
+            raise fail(str(error), EXIT_CONFIG) from None
+        except DatabaseUnavailableError as error:
+            raise fail(str(error), EXIT_CONNECT) from None
+        except SchemaNotMigratedError as error:
+            raise fail(str(error), EXIT_SCHEMA) from None
+        except PgqueueError as error:
+            raise fail(str(error), EXIT_UNEXPECTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Context:
+    """Options shared by every command."""
+
+    def __init__(self, dsn: str | None, schema: str) -> None:
+        self.dsn = dsn
+        self.schema = schema
+
+    def app(self) -> App:
+        return App(self.dsn, schema=self.schema)
+
+
+def _announce_embedded(app: App) -> None:
+    if app.is_embedded and app.embedded_description:
+        click.echo(app.embedded_description, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dsn", envvar="PGQUEUE_DATABASE_URL", metavar="URL",
+              help="PostgreSQL URL [env PGQUEUE_DATABASE_URL; default: the embedded database].")
+@click.option("--schema", envvar="PGQUEUE_SCHEMA", default="pgqueue", show_default=True,
+              help="Schema holding pgqueue's tables [env PGQUEUE_SCHEMA].")
+@click.version_option(package_name="pgqueue")
+@click.pass_context
+def main(ctx: click.Context, dsn: str | None, schema: str) -> None:
+    """pgqueue: a PostgreSQL-backed job queue."""
+    ctx.obj = Context(dsn, schema)
+
+
+main.add_command(db)
+
+
+@main.command("migrate")
+@click.option("--sql", "print_sql", is_flag=True,
+              help="Print the DDL instead of running it (for other migration tools).")
+@click.pass_obj
+@handle_errors
+def migrate_command(obj: Context, print_sql: bool) -> None:
+    """Create or upgrade pgqueue's schema (safe to run concurrently and repeatedly)."""
+    if print_sql:
+        click.echo(migrations.upgrade_sql(obj.schema))
+        return
+    app = obj.app()
+    _check_connect(app)
+    _announce_embedded(app)
+    result = migrations.upgrade(app.dsn, obj.schema)
+    if result.changed:
+        click.echo(
+            f"migrated schema {obj.schema} from {result.before or '<none>'} to {result.after}"
+        )
+    else:
+        click.echo(f"schema {obj.schema} already at head ({result.after})")
+
+
+def _check_connect(app: App) -> None:
+    app.connect().close()
+
+
+@main.command("wait")
+@click.argument("job_id", type=int)
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@click.pass_obj
+@handle_errors
+def wait_command(obj: Context, job_id: int, timeout: float | None) -> None:
+    """Wait for a job to finish and print its result as JSON.
+
+    Exits 0 if it succeeded, 1 if it ended dead or cancelled, 5 on timeout.
+    """
+    app = obj.app()
+    try:
+        result = app.wait_for_job(job_id, timeout=timeout)
+    except JobFailedError as error:
+        raise fail(str(error), EXIT_UNEXPECTED) from None
+    except TimeoutError as error:
+        raise fail(str(error), 5) from None
+    click.echo(json.dumps(result))
+
+
+def _for_each_id(job_ids: tuple[int, ...], action: Callable[[int], str]) -> None:
+    """Run ``action`` on every id, report each, and exit 1 if any id failed."""
+    failed = False
+    for job_id in job_ids:
+        try:
+            click.echo(f"job {job_id}: {action(job_id)}")
+        except (JobNotFoundError, PgqueueError) as error:
+            if isinstance(error, (ConfigurationError, DatabaseUnavailableError)):
+                raise
+            click.echo(f"pgqueue: job {job_id}: {error}", err=True)
+            failed = True
+    if failed:
+        raise click.exceptions.Exit(EXIT_UNEXPECTED)
+
+
+@main.command("retry")
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_obj
+@handle_errors
+def retry_command(obj: Context, job_ids: tuple[int, ...]) -> None:
+    """Queue finished jobs (dead, cancelled, ...) to run again now."""
+    app = obj.app()
+    _for_each_id(job_ids, lambda job_id: f"queued again ({app.retry_job(job_id).queue})")
+
+
+@main.command("cancel")
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_obj
+@handle_errors
+def cancel_command(obj: Context, job_ids: tuple[int, ...]) -> None:
+    """Cancel jobs: at once if waiting, by request if running."""
+    app = obj.app()
+
+    def cancel(job_id: int) -> str:
+        state = app.cancel_job(job_id)
+        if state.value == "running":
+            return "cancellation requested (it is running)"
+        return f"{state.value}"
+
+    _for_each_id(job_ids, cancel)
+
+
+def _register_worker_commands() -> None:
+    from pgqueue.cli_work import demo_command, work_command
+
+    main.add_command(work_command)
+    main.add_command(demo_command)
+
+
+_register_worker_commands()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Background upkeep that every worker runs: the rescuer (and, later, the pruner).
+
+There is no leader process. Each worker calls ``Rescuer.run_once`` on its own
+schedule; a transaction-level advisory lock lets one of them work at a time and
+the others skip the round, and the statement itself is SKIP LOCKED and paged,
+so even overlapping runs cannot rescue a job twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+
+from pgqueue import queries
+from pgqueue.schema import events_channel, notify_channel
+
+__all__ = ["RescueResult", "Rescuer"]
+
+logger = logging.getLogger("pgqueue.maintenance")
+
+RESCUE_BATCH_DEFAULT = 500
+
+
+@dataclass(frozen=True)
+class RescueResult:
+    """What one rescuer round did."""
+
+    requeued: int = 0
+    dead: int = 0
+    skipped_locked: bool = False
+
+
+class Rescuer:
+    """Returns jobs whose lease expired to the queue, or to ``dead`` after too many crashes.
+
+    Args:
+        schema: pgqueue's schema.
+        max_crash_recoveries: rescues after which a job is dead (a poison pill).
+        batch_size: jobs per statement; the round loops until none are left.
+    """
+
+    def __init__(
+        self, schema: str, *, max_crash_recoveries: int = 3, batch_size: int = RESCUE_BATCH_DEFAULT
+    ) -> None:
+        self.schema = schema
+        self.max_crash_recoveries = max_crash_recoveries
+        self.batch_size = batch_size
+
+    def run_once(self, connection: psycopg.Connection[object]) -> RescueResult:
+        """Rescue every job whose lease has expired, as of the database clock."""
+        requeued = dead = 0
+        lock_key = f"pgqueue.rescuer.{self.schema}"
+        with connection.transaction():
+            got_lock = connection.execute(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (lock_key,)
+            ).fetchone()
+            if not (got_lock and got_lock[0]):
+                return RescueResult(skipped_locked=True)
+            while True:
+                rows = connection.execute(
+                    queries.render(queries.JOB_RESCUE_EXPIRED, self.schema),
+                    {
+                        "limit": self.batch_size,
+                        "max_crash_recoveries": self.max_crash_recoveries,
+                        "events_channel": events_channel(self.schema),
+                        "notify_channel": notify_channel(self.schema),
+                    },
+                ).fetchall()
+                for job_id, state, _ in rows:
+                    if state == "dead":
+                        dead += 1
+                        logger.error(
+                            "job %s is dead: its worker was lost %d times (poison pill?)",
+                            job_id, self.max_crash_recoveries,
+                        )
+                    else:
+                        requeued += 1
+                        logger.warning("job %s rescued: its worker stopped renewing the lease",
+                                       job_id)
+                if len(rows) < self.batch_size:
+                    break
+        return RescueResult(requeued=requeued, dead=dead)

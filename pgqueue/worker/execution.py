@@ -1,0 +1,284 @@
+"""Running one claimed job and deciding what happened, without touching the database.
+
+``run_job`` calls the task and returns an ``Outcome``: ``Succeeded``,
+``Failed`` (retry at a delay, or dead), or ``Cancelled``. The worker applies
+the outcome with one fenced statement. Keeping the decision here, apart from
+the SQL, lets it be tested without PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from pgqueue import queries
+from pgqueue.errors import ArgumentError, Retry, SerializationError, UnknownTaskError
+from pgqueue.faults import faultpoint
+from pgqueue.payload import dump_result, redact
+from pgqueue.tasks import render_signature
+
+if TYPE_CHECKING:
+    from pgqueue.app import App
+    from pgqueue.tasks import Task
+
+__all__ = [
+    "Cancelled",
+    "ClaimedJob",
+    "Failed",
+    "JobContext",
+    "Outcome",
+    "Succeeded",
+    "decide_failure",
+    "run_job",
+    "run_job_async",
+]
+
+TRACEBACK_LIMIT_CHARS = 16_000
+
+
+@dataclass
+class ClaimedJob:
+    """A job this worker claimed and holds the lease of."""
+
+    id: int
+    queue: str
+    task: str
+    args: Any
+    priority: int
+    attempt: int
+    max_attempts: int
+    crash_count: int
+    lease_token: UUID
+    created_at: datetime
+    run_at: datetime
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    completed_in_transaction: bool = False
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> ClaimedJob:
+        (job_id, queue, task, args, priority, attempt, max_attempts, crash_count, lease_token,
+         created_at, run_at) = row
+        return cls(job_id, queue, task, args, priority, attempt, max_attempts, crash_count,
+                   lease_token, created_at, run_at)
+
+    @property
+    def failures_so_far(self) -> int:
+        """Attempts that ended in a task error (crash recoveries are counted apart)."""
+        return self.attempt - self.crash_count
+
+
+class JobContext:
+    """What a task declared with ``pass_context=True`` receives as its first argument."""
+
+    def __init__(self, job: ClaimedJob, app: App, events_channel: str) -> None:
+        self._job = job
+        self._app = app
+        self._events_channel = events_channel
+
+    @property
+    def id(self) -> int:
+        return self._job.id
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first run, 2 on the first retry, and so on."""
+        return self._job.attempt
+
+    @property
+    def max_attempts(self) -> int:
+        return self._job.max_attempts
+
+    @property
+    def queue(self) -> str:
+        return self._job.queue
+
+    @property
+    def task(self) -> str:
+        return self._job.task
+
+    def is_cancelled(self) -> bool:
+        """True once someone asked to cancel this job: stop early and raise or return."""
+        return self._job.cancel_requested.is_set()
+
+    def complete(self, connection: object, result: Any = None) -> bool:
+        """Mark the job succeeded inside ``connection``'s transaction.
+
+        The task's own writes and the job's completion then commit (or roll back)
+        together: once that transaction commits, a crash can no longer make the
+        job run again. Returns False if the lease was lost (the job was rescued
+        and may run elsewhere): the caller should roll back.
+        """
+        rows = self._app.run(
+            queries.JOB_SUCCEED_MANY,
+            {
+                "ids": [self._job.id],
+                "lease_tokens": [self._job.lease_token],
+                "results": [dump_result(self._job.task, result, self._app.json_default)],
+                "events_channel": self._events_channel,
+            },
+            connection,
+        )
+        completed = bool(rows and rows[0][0])
+        self._job.completed_in_transaction = completed
+        return completed
+
+    def __repr__(self) -> str:
+        return f"<JobContext job={self.id} task={self.task} attempt={self.attempt}>"
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    result_json: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An attempt failed. ``dead`` means no retry; otherwise retry after ``delay``."""
+
+    error_type: str
+    message: str
+    traceback: str
+    dead: bool
+    delay: float
+    kind: str = "error"
+
+    @property
+    def last_error(self) -> str:
+        return f"{self.error_type}: {self.message}" if self.message else self.error_type
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    message: str
+
+
+Outcome = Succeeded | Failed | Cancelled
+
+
+def _format_traceback(error: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return text[-TRACEBACK_LIMIT_CHARS:]
+
+
+def decide_failure(
+    task: Task[Any] | None, job: ClaimedJob, error: BaseException, *, kind: str = "error"
+) -> Failed:
+    """Turn a task's exception into a retry or a dead letter."""
+    error_type = type(error).__name__
+    message = str(error)
+    trace = _format_traceback(error)
+    if isinstance(error, Retry):
+        error_type, message = "Retry", error.reason
+    exhausted = job.failures_so_far >= job.max_attempts
+    non_retryable = isinstance(error, ArgumentError) or (
+        task is not None
+        and not isinstance(error, (Retry, UnknownTaskError, TimeoutError))
+        and not task.retry.should_retry(error)
+    )
+    if exhausted or non_retryable:
+        return Failed(error_type, message, trace, dead=True, delay=0.0, kind=kind)
+    if isinstance(error, Retry) and error.delay is not None:
+        delay = error.delay
+    elif task is not None:
+        delay = task.retry.delay_for(job.failures_so_far)
+    else:
+        from pgqueue.retry import RetryPolicy
+
+        delay = RetryPolicy().delay_for(job.failures_so_far)
+    return Failed(error_type, message, trace, dead=False, delay=delay, kind=kind)
+
+
+def bind_stored_args(task: Task[Any], args: Any) -> dict[str, Any]:
+    """Check stored args against the task's signature before calling it."""
+    if not isinstance(args, dict):
+        kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+                type(None): "null"}.get(type(args), type(args).__name__)
+        raise ArgumentError(f"args must be a JSON object, got {kind}")
+    try:
+        task.signature.bind(**args)
+    except TypeError as error:
+        shown = render_signature(task.name, task.signature, annotations=False)
+        reason = str(error).removeprefix("got an ")
+        raise ArgumentError(f"cannot bind stored args to {shown}: {reason}") from None
+    return args
+
+
+def prepare_call(
+    app: App, job: ClaimedJob, events_channel: str
+) -> tuple[Task[Any], tuple[Any, ...], dict[str, Any]]:
+    """Resolve the task and its arguments, or raise the error that dead-letters the job."""
+    task = app.tasks.get(job.task)
+    if task is None:
+        raise UnknownTaskError(f"no handler for task '{job.task}' on this worker")
+    kwargs = bind_stored_args(task, job.args)
+    prefix: tuple[Any, ...] = (JobContext(job, app, events_channel),) if task.pass_context else ()
+    return task, prefix, kwargs
+
+
+def outcome_of_result(task: Task[Any], job: ClaimedJob, value: Any) -> Outcome:
+    try:
+        return Succeeded(dump_result(task.name, value, task.app.json_default))
+    except SerializationError as error:
+        return Failed("SerializationError", str(error), "", dead=True, delay=0.0)
+
+
+def outcome_of_error(task: Task[Any] | None, job: ClaimedJob, error: BaseException) -> Outcome:
+    if job.cancel_requested.is_set() and not isinstance(error, Retry):
+        return Cancelled(f"cancelled while running ({type(error).__name__}: {error})")
+    return decide_failure(task, job, error)
+
+
+def run_job(app: App, job: ClaimedJob, events_channel: str) -> Outcome:
+    """Run a synchronous task in this thread and decide the outcome."""
+    task: Task[Any] | None = None
+    try:
+        task, prefix, kwargs = prepare_call(app, job, events_channel)
+        value = task.func(*prefix, **kwargs)
+        if inspect.isawaitable(value):  # a sync function that returned a coroutine
+            value = asyncio.run(_await(value))
+    except Exception as error:
+        return outcome_of_error(task, job, error)
+    return _finish(task, job, value)
+
+
+async def run_job_async(
+    app: App, job: ClaimedJob, events_channel: str, timeout: float | None
+) -> Outcome:
+    """Run an ``async def`` task on the running loop, cancelled at ``timeout``."""
+    task: Task[Any] | None = None
+    try:
+        task, prefix, kwargs = prepare_call(app, job, events_channel)
+        value = await asyncio.wait_for(task.func(*prefix, **kwargs), timeout)
+    except asyncio.TimeoutError:
+        return outcome_of_error(task, job, timeout_error(timeout or 0.0, job))
+    except Exception as error:
+        return outcome_of_error(task, job, error)
+    return _finish(task, job, value)
+
+
+def timeout_error(timeout: float, job: ClaimedJob) -> TimeoutError:
+    return TimeoutError(
+        f"task exceeded timeout of {timeout:g}s (attempt {job.attempt}/{job.max_attempts})"
+    )
+
+
+def _finish(task: Task[Any], job: ClaimedJob, value: Any) -> Outcome:
+    if job.completed_in_transaction:
+        faultpoint("after_complete_in_tx_commit")
+    return outcome_of_result(task, job, value)
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+def describe_args(args: Any) -> str:
+    """Arguments for a log line, secrets redacted, long values cut."""
+    text = repr(redact(args))
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,629 @@
+"""The worker: claim, run, complete, heartbeat, rescue, shut down cleanly.
+
+Threads of one worker process:
+
+- the caller's thread runs the claim loop (``Worker.run``);
+- an executor runs tasks: a thread pool, one asyncio loop for ``async def``
+  tasks, or a child process per job with ``pool="process"``;
+- the completer writes outcomes back in batches;
+- the heartbeat renews every held lease in one statement and notices
+  cancellations and lost leases;
+- maintenance runs the rescuer;
+- the notifier LISTENs and wakes the claim loop.
+
+Each thread that talks to PostgreSQL has its own connection, and each one
+survives the database going away: it backs off, reconnects and carries on.
+No job is failed because the database was unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from pgqueue import queries
+from pgqueue.app import App
+from pgqueue.errors import ConfigurationError, UnknownTaskError
+from pgqueue.faults import faultpoint
+from pgqueue.maintenance import Rescuer
+from pgqueue.migrate import check_schema
+from pgqueue.worker.completer import Completer, Finished
+from pgqueue.worker.config import WorkerConfig
+from pgqueue.worker.connections import Backoff, Disconnected, ManagedConnection
+from pgqueue.worker.execution import (
+    Cancelled,
+    ClaimedJob,
+    Failed,
+    Outcome,
+    Succeeded,
+    decide_failure,
+    describe_args,
+    run_job,
+    run_job_async,
+    timeout_error,
+)
+from pgqueue.worker.notifier import Notifier
+
+__all__ = ["Worker", "WorkerStats"]
+
+logger = logging.getLogger("pgqueue.worker")
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker's life, for logs, tests and benchmarks."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dead: int = 0
+    cancelled: int = 0
+    stale: int = 0
+    released: int = 0
+    timed_out: int = 0
+    lost_leases: int = 0
+    rescued: int = 0
+
+
+@dataclass
+class _Running:
+    job: ClaimedJob
+    started: float
+    deadline: float | None
+    outcome_sent: bool = False
+    abandoned: bool = False  # timed out or released: a late outcome is dropped
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs jobs of ``app`` from the configured queues until stopped.
+
+    ``run()`` blocks; from another thread call ``stop()``. In the main thread,
+    SIGTERM and SIGINT stop it: the first lets running jobs finish (up to
+    ``shutdown_timeout``), the second releases them back to the queue at once.
+    """
+
+    def __init__(self, app: App, config: WorkerConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = WorkerConfig(**overrides)
+        elif overrides:
+            from dataclasses import replace
+
+            config = replace(config, **overrides)
+        if config.pool == "process" and not config.app_path:
+            raise ConfigurationError(
+                "pool='process' needs the app's import path so child processes can load it:"
+                " run `pgqueue work -A module:app --pool process` or pass app_path='module:app'"
+            )
+        self.app = app
+        self.config = config
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stats = WorkerStats()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._force = threading.Event()
+        self._finished = threading.Event()
+        self._lock = threading.Lock()
+        self._running: dict[int, _Running] = {}
+        self._held: dict[int, ClaimedJob] = {}
+        self._maybe_work = True
+        self._listening = False
+        self._queue_names = set(config.queue_names)
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.exit_code = 0
+
+    # ------------------------------------------------------------- lifecycle
+
+    def run(self) -> int:
+        """Work until stopped (or, with ``burst``, until no job is ready); return 0."""
+        config = self.config
+        dsn = self.app.dsn
+        schema = self.app.schema
+        with self.app.connect() as probe:
+            check_schema(probe, schema)
+        self._claimer = ManagedConnection(dsn, schema, "claimer")
+        self._completer_connection = ManagedConnection(dsn, schema, "completer")
+        self._heartbeat_connection = ManagedConnection(dsn, schema, "heartbeat")
+        self._maintenance_connection = ManagedConnection(dsn, schema, "maintenance")
+        self._completer = Completer(
+            self._completer_connection, self.app.events_channel, self._on_written
+        )
+        self._completer.start()
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.concurrency, thread_name_prefix="pgqueue-task"
+        )
+        if config.pool == "thread" and any(t.is_async for t in self.app.tasks.values()):
+            self._start_event_loop()
+        self._notifier: Notifier | None = None
+        if config.listen:
+            self._notifier = Notifier(
+                dsn, [self.app.notify_channel, self.app.events_channel],
+                self._on_notify, self._on_listener_connected,
+            )
+            self._notifier.start()
+        self._start_thread(self._heartbeat_loop, "pgqueue-heartbeat")
+        self._start_thread(self._maintenance_loop, "pgqueue-maintenance")
+        restore = self._install_signal_handlers()
+        logger.info(
+            "worker %s ready: queues=%s concurrency=%d pool=%s%s",
+            self.id, ",".join(config.queue_names), config.concurrency, config.pool,
+            " burst" if config.burst else "",
+        )
+        if self._notifier is not None and not self.config.burst:
+            self._start_thread(self._check_listen, "pgqueue-listen-check")
+        try:
+            self._claim_loop()
+            self._drain()
+        finally:
+            restore()
+            self._shutdown()
+        return self.exit_code
+
+    def stop(self, *, force: bool = False) -> None:
+        """Ask the worker to stop; ``force`` releases running jobs without waiting."""
+        self._stopping.set()
+        if force:
+            self._force.set()
+        self._wake.set()
+
+    def _start_thread(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_event_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        ready = threading.Event()
+
+        def run_loop() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        threading.Thread(target=run_loop, name="pgqueue-asyncio", daemon=True).start()
+        ready.wait()
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
+            if self._stopping.is_set():
+                logger.warning("%s again: releasing running jobs now", name)
+                self.stop(force=True)
+                return
+            with self._lock:
+                running = len(self._running)
+            logger.warning(
+                "%s: stopping; finishing %d running job(s) for up to %gs"
+                " (send it again to release them at once)",
+                name, running, self.config.shutdown_timeout,
+            )
+            self.stop()
+
+        for sig in previous:
+            signal.signal(sig, handle)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _check_listen(self) -> None:
+        assert self._notifier is not None
+        if self._notifier.check_round_trip():
+            self._listening = True
+            return
+        if not self._stopping.is_set():
+            logger.warning(
+                "LISTEN/NOTIFY is not delivering (a transaction-mode pooler such as PgBouncer?);"
+                " polling every %gs instead", self.config.poll_interval,
+            )
+
+    # ------------------------------------------------------------ claim loop
+
+    def _claim_loop(self) -> None:
+        config = self.config
+        backoff = Backoff("pgqueue claimer")
+        next_poll = time.monotonic() + config.poll_interval
+        while not self._stopping.is_set():
+            self._enforce_timeouts()
+            now = time.monotonic()
+            if now >= next_poll:
+                self._maybe_work = True
+                next_poll = now + config.poll_interval * random.uniform(0.9, 1.1)
+            claimed = 0
+            free = self._free_slots()
+            if free > 0 and self._maybe_work:
+                try:
+                    claimed = self._claim(free)
+                    backoff.succeeded()
+                except Disconnected as error:
+                    self._stopping.wait(backoff.failed(error))
+                    continue
+            if config.burst and claimed == 0 and self._idle():
+                # Idle now, so every outcome is written: one last look catches
+                # retries that became due while the last jobs finished.
+                try:
+                    if self._claim(self._free_slots()) == 0:
+                        logger.info("burst: no job is ready and none is running; stopping")
+                        break
+                except Disconnected as error:
+                    self._stopping.wait(backoff.failed(error))
+                continue
+            if claimed and self._free_slots() > 0 and self._maybe_work:
+                continue
+            timeout = next_poll - time.monotonic()
+            deadline = self._nearest_deadline()
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+            if config.burst:
+                timeout = min(timeout, 0.05)
+            self._wake.wait(max(0.0, timeout))
+            self._wake.clear()
+
+    def _idle(self) -> bool:
+        with self._lock:
+            busy = bool(self._running) or bool(self._held)
+        return not busy and not self._completer.pending()
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.config.concurrency - len(self._running)
+
+    def _per_queue_running(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._lock:
+            for running in self._running.values():
+                counts[running.job.queue] = counts.get(running.job.queue, 0) + 1
+        return counts
+
+    def _claim(self, free: int) -> int:
+        """Claim up to ``free`` jobs, queue by queue in preference order."""
+        total = 0
+        exhausted = True
+        counts = self._per_queue_running() if any(q.limit for q in self.config.queues) else {}
+        for spec in self.config.queues:
+            want = free - total
+            if spec.limit is not None:
+                want = min(want, spec.limit - counts.get(spec.name, 0))
+            if want <= 0:
+                continue
+            rows = self._claimer.run(
+                queries.JOB_CLAIM,
+                {"queue": spec.name, "limit": want, "worker_id": self.id,
+                 "lease_seconds": self.config.lease_seconds},
+            )
+            if len(rows) == want:
+                exhausted = False
+            for row in rows:
+                self._start(ClaimedJob.from_row(row))
+            total += len(rows)
+            if total >= free:
+                exhausted = False
+                break
+        self._maybe_work = not exhausted
+        if total:
+            self.stats.claimed += total
+            faultpoint("after_claim")
+        return total
+
+    # ---------------------------------------------------------------- running
+
+    def _start(self, job: ClaimedJob) -> None:
+        task = self.app.tasks.get(job.task)
+        timeout = task.timeout if task is not None else None
+        started = time.monotonic()
+        running = _Running(job, started, started + timeout if timeout else None)
+        with self._lock:
+            self._running[job.id] = running
+            self._held[job.id] = job
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "task %s[job %s] started (queue=%s, attempt %d/%d) args=%s",
+                job.task, job.id, job.queue, job.attempt, job.max_attempts,
+                describe_args(job.args),
+            )
+        if task is None:
+            error = UnknownTaskError(
+                f"no handler for task '{job.task}' on worker {self.id}"
+                f" (queues: {','.join(self.config.queue_names)})"
+            )
+            self._finish(job, decide_failure(None, job, error))
+            return
+        assert self._executor is not None
+        future: Future[Outcome]
+        if self.config.pool == "process":
+            from pgqueue.worker.process_pool import run_in_child
+
+            assert self.config.app_path is not None
+            future = self._executor.submit(
+                run_in_child, self.app, self.config.app_path, job, self.app.events_channel,
+                timeout, self.config.max_crash_recoveries,
+            )
+        elif task.is_async:
+            assert self._loop is not None
+            future = asyncio.run_coroutine_threadsafe(
+                run_job_async(self.app, job, self.app.events_channel, timeout), self._loop
+            )
+        else:
+            future = self._executor.submit(run_job, self.app, job, self.app.events_channel)
+        future.add_done_callback(lambda done: self._on_future(job, done))
+
+    def _on_future(self, job: ClaimedJob, future: Future[Outcome]) -> None:
+        try:
+            outcome = future.result()
+        except BaseException as error:  # the executor itself failed; never lose the job
+            outcome = decide_failure(self.app.tasks.get(job.task), job, error)
+        self._finish(job, outcome)
+
+    def _finish(self, job: ClaimedJob, outcome: Outcome) -> None:
+        with self._lock:
+            running = self._running.pop(job.id, None)
+        if running is None:
+            return
+        if running.abandoned:
+            logger.warning(
+                "task %s[job %s] returned %.1fs after it was given up (timeout or release);"
+                " its result is discarded and its slot is free again",
+                job.task, job.id, time.monotonic() - running.started,
+            )
+            self._wake.set()
+            return
+        running.outcome_sent = True
+        self._completer.submit(Finished(job, outcome, time.monotonic() - running.started))
+        self._wake.set()
+
+    def _nearest_deadline(self) -> float | None:
+        with self._lock:
+            deadlines = [r.deadline for r in self._running.values()
+                         if r.deadline is not None and not r.abandoned]
+        return min(deadlines) if deadlines else None
+
+    def _enforce_timeouts(self) -> None:
+        """Fail thread-pool jobs past their timeout; their threads cannot be interrupted."""
+        if self.config.pool == "process":
+            return  # children are killed by run_in_child itself
+        now = time.monotonic()
+        expired: list[_Running] = []
+        with self._lock:
+            for running in self._running.values():
+                if running.deadline is not None and now >= running.deadline and not running.abandoned:
+                    task = self.app.tasks.get(running.job.task)
+                    if task is not None and task.is_async:
+                        continue  # asyncio.wait_for cancels these itself
+                    running.abandoned = True
+                    expired.append(running)
+        for running in expired:
+            job = running.job
+            self.stats.timed_out += 1
+            logger.warning(
+                "task %s[job %s] exceeded its timeout of %gs; failing the attempt. Its thread"
+                " cannot be interrupted: it keeps its slot until the function returns,"
+                " and any late result is discarded",
+                job.task, job.id, (running.deadline or now) - running.started,
+            )
+            error = timeout_error((running.deadline or now) - running.started, job)
+            outcome = decide_failure(self.app.tasks.get(job.task), job, error)
+            self._completer.submit(Finished(job, outcome, now - running.started))
+
+    def _on_written(self, finished: Finished, written: bool) -> None:
+        job, outcome = finished.job, finished.outcome
+        with self._lock:
+            self._held.pop(job.id, None)
+        if not written and not job.completed_in_transaction:
+            self.stats.stale += 1
+            return
+        if isinstance(outcome, Succeeded) or job.completed_in_transaction:
+            self.stats.succeeded += 1
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "task %s[job %s] succeeded in %.3fs (queue=%s, attempt %d/%d)",
+                    job.task, job.id, finished.runtime, job.queue, job.attempt, job.max_attempts,
+                )
+        elif isinstance(outcome, Cancelled):
+            self.stats.cancelled += 1
+            logger.info("task %s[job %s] cancelled after %.3fs", job.task, job.id, finished.runtime)
+        elif isinstance(outcome, Failed):
+            if outcome.dead:
+                self.stats.dead += 1
+                logger.error(
+                    "task %s[job %s] dead after %.3fs (queue=%s, attempt %d/%d): %s",
+                    job.task, job.id, finished.runtime, job.queue, job.attempt,
+                    job.max_attempts, outcome.last_error,
+                )
+            else:
+                self.stats.failed += 1
+                logger.warning(
+                    "task %s[job %s] failed in %.3fs (queue=%s, attempt %d/%d), retrying in"
+                    " %.1fs: %s",
+                    job.task, job.id, finished.runtime, job.queue, job.attempt,
+                    job.max_attempts, outcome.delay, outcome.last_error,
+                )
+
+    # -------------------------------------------------------------- wake-ups
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == self.app.notify_channel:
+            if payload in self._queue_names:
+                self._maybe_work = True
+                self._wake.set()
+            return
+        kind, _, rest = payload.partition(" ")
+        if kind == "cancel":
+            try:
+                job_id = int(rest)
+            except ValueError:
+                return
+            with self._lock:
+                job = self._held.get(job_id)
+            if job is not None:
+                logger.info("task %s[job %s]: cancellation requested", job.task, job.id)
+                job.cancel_requested.set()
+
+    def _on_listener_connected(self) -> None:
+        # LISTEN is active again: claim once to catch up on anything missed.
+        self._maybe_work = True
+        self._wake.set()
+
+    # ------------------------------------------------------------ heartbeats
+
+    def _heartbeat_loop(self) -> None:
+        backoff = Backoff("pgqueue heartbeat")
+        interval = self.config.heartbeat_seconds
+        registered = False
+        while not self._finished.wait(interval if not backoff.failures else 0):
+            try:
+                self._heartbeat_connection.run(
+                    queries.WORKER_UPSERT,
+                    {"id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(),
+                     "queues": self.config.queue_names, "concurrency": self.config.concurrency},
+                )
+                registered = True
+                self._renew_leases()
+                backoff.succeeded()
+            except Disconnected as error:
+                self._finished.wait(min(backoff.failed(error), interval))
+        if registered:
+            try:
+                self._heartbeat_connection.run(queries.WORKER_DELETE, {"id": self.id})
+            except Disconnected:
+                pass
+
+    def _renew_leases(self) -> None:
+        with self._lock:
+            held = list(self._held.values())
+        if not held:
+            return
+        rows = self._heartbeat_connection.run(
+            queries.JOB_HEARTBEAT,
+            {"ids": [j.id for j in held], "lease_tokens": [j.lease_token for j in held],
+             "lease_seconds": self.config.lease_seconds},
+        )
+        alive = {job_id: cancel for job_id, cancel in rows}
+        with self._lock:
+            still_held = {job_id for job_id in self._held}
+        for job in held:
+            if job.id in alive:
+                if alive[job.id] and not job.cancel_requested.is_set():
+                    logger.info("task %s[job %s]: cancellation requested", job.task, job.id)
+                    job.cancel_requested.set()
+            elif job.id in still_held:
+                with self._lock:
+                    running = self._running.get(job.id)
+                if running is not None and not running.outcome_sent:
+                    self.stats.lost_leases += 1
+                    logger.warning(
+                        "task %s[job %s]: lease lost (the job was rescued or finished elsewhere);"
+                        " this run's result will be ignored", job.task, job.id,
+                    )
+
+    # ----------------------------------------------------------- maintenance
+
+    def _maintenance_loop(self) -> None:
+        rescuer = Rescuer(self.app.schema, max_crash_recoveries=self.config.max_crash_recoveries)
+        backoff = Backoff("pgqueue maintenance")
+        # Spread workers that started together over the interval.
+        delay = random.uniform(0, self.config.rescue_interval) if not self.config.burst else 0.0
+        while not self._finished.wait(delay):
+            delay = self.config.rescue_interval
+            try:
+                connection = self._maintenance_connection.get()
+                result = rescuer.run_once(connection)
+                self.stats.rescued += result.requeued + result.dead
+                if result.requeued:
+                    self._maybe_work = True
+                    self._wake.set()
+                backoff.succeeded()
+            except Disconnected as error:
+                delay = backoff.failed(error)
+            except Exception as error:
+                import psycopg
+
+                if isinstance(error, psycopg.OperationalError):
+                    self._maintenance_connection.discard()
+                    delay = backoff.failed(error)
+                else:
+                    logger.exception("maintenance round failed; trying again in %gs", delay)
+
+    # ------------------------------------------------------------- shutdown
+
+    def _drain(self) -> None:
+        """Let running jobs finish up to shutdown_timeout, then release the rest."""
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        while not self._force.is_set():
+            with self._lock:
+                waiting = [r for r in self._running.values() if not r.abandoned]
+            if not waiting or time.monotonic() >= deadline:
+                break
+            self._enforce_timeouts()
+            self._wake.wait(0.05)
+            self._wake.clear()
+        self._release_unfinished()
+
+    def _release_unfinished(self) -> None:
+        with self._lock:
+            unfinished = [r for r in self._running.values() if not r.abandoned]
+            for running in unfinished:
+                running.abandoned = True
+                running.job.cancel_requested.set()
+                self._held.pop(running.job.id, None)
+        if not unfinished:
+            return
+        jobs = [r.job for r in unfinished]
+        backoff = Backoff("pgqueue release")
+        for _ in range(20):
+            try:
+                rows = self._claimer.run(
+                    queries.JOB_RELEASE,
+                    {"ids": [j.id for j in jobs], "lease_tokens": [j.lease_token for j in jobs],
+                     "notify_channel": self.app.notify_channel},
+                )
+                self.stats.released += len(rows)
+                logger.warning(
+                    "released %d unfinished job(s) back to the queue: %s",
+                    len(rows), ", ".join(str(row[0]) for row in rows),
+                )
+                return
+            except Disconnected as error:
+                time.sleep(backoff.failed(error))
+        logger.error("could not release %d job(s); the rescuer will return them after their"
+                     " lease expires", len(jobs))
+
+    def _shutdown(self) -> None:
+        self._completer.stop()
+        self._finished.set()
+        if self._notifier is not None:
+            self._notifier.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        for connection in (self._claimer, self._completer_connection,
+                           self._heartbeat_connection, self._maintenance_connection):
+            connection.close()
+        self.stats.stale = max(self.stats.stale, self._completer.stale)
+        logger.info(
+            "worker %s stopped: %d succeeded, %d failed, %d dead, %d cancelled, %d released,"
+            " %d stale", self.id, self.stats.succeeded, self.stats.failed, self.stats.dead,
+            self.stats.cancelled, self.stats.released, self.stats.stale,
+        )
