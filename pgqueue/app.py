@@ -103,7 +103,7 @@ class App:
         self.tasks: dict[str, Task[Any]] = {}
         self.notify_channel = notify_channel(self.schema)
         self.events_channel = events_channel(self.schema)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pool: ConnectionPool | None = None
         self._async_pool: AsyncConnectionPool | None = None
         self.embedded_description: str | None = None

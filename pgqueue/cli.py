@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -190,6 +189,3 @@ def _register_worker_commands() -> None:
 
 _register_worker_commands()
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -83,7 +83,31 @@ def work_command(
     if app.is_embedded and app.embedded_description:
         click.echo(app.embedded_description, err=True)
     code = Worker(app, config).run()
-    raise click.exceptions.Exit(code)
+    _exit_even_with_stuck_threads(code)
+
+
+def _exit_even_with_stuck_threads(code: int) -> None:
+    """Exit now, even if a task thread is still stuck in user code.
+
+    Its job was already released (or failed by its timeout), so nothing is lost;
+    waiting for the thread could keep a stopping worker alive indefinitely.
+    """
+    import logging
+    import os
+    import sys
+    import threading
+
+    stuck = [t for t in threading.enumerate()
+             if t is not threading.current_thread() and not t.daemon and t.is_alive()]
+    if not stuck:
+        raise click.exceptions.Exit(code)
+    logging.getLogger("pgqueue.worker").warning(
+        "exiting with %d task thread(s) still running user code", len(stuck)
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.command("demo")

@@ -280,8 +280,9 @@ class Worker:
             self._wake.clear()
 
     def _idle(self) -> bool:
+        # Threads stuck past their timeout still hold a slot but no job: ignore them.
         with self._lock:
-            busy = bool(self._running) or bool(self._held)
+            busy = any(not r.abandoned for r in self._running.values()) or bool(self._held)
         return not busy and not self._completer.pending()
 
     def _free_slots(self) -> int:

@@ -1,0 +1,90 @@
+"""Running real `pgqueue work` processes and waiting on database state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APP_PATH = "tests.e2e.tasks_app:app"
+# Time-compressed leases so crash recovery is observable in seconds.
+FAST_LEASES = ["--lease", "3", "--heartbeat", "0.5", "--rescue-interval", "0.5"]
+
+T = TypeVar("T")
+
+
+def worker_env(dsn: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONPATH": str(REPO_ROOT)}
+    env.update(extra)
+    return env
+
+
+def start_worker(dsn: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `pgqueue work -A tests.e2e.tasks_app:app ...` with output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgqueue", "work", "-A", APP_PATH, *args],
+        env=env or worker_env(dsn),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run_worker(dsn: str, *args: str, timeout: float = 60, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Run a worker to completion (use with --burst) and return its result."""
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue", "work", "-A", APP_PATH, *args],
+        env=worker_env(dsn, **extra_env),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def scalar(connection: psycopg.Connection[Any], sql: str, params: Any = None) -> Any:
+    row = connection.execute(sql, params).fetchone()
+    return None if row is None else row[0]
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 30) -> str:
+    """Send ``sig``, wait for exit, return the output."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    output, _ = process.communicate(timeout=timeout)
+    return output
+
+
+@contextmanager
+def workers(dsn: str, count: int, *args: str) -> Iterator[list[subprocess.Popen[str]]]:
+    started = [start_worker(dsn, *args) for _ in range(count)]
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
