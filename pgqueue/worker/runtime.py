@@ -148,7 +148,8 @@ class Worker:
         if config.pool == "thread" and any(t.is_async for t in self.app.tasks.values()):
             self._start_event_loop()
         self._notifier: Notifier | None = None
-        if config.listen:
+        # A burst worker claims in a tight loop until idle; it has nothing to wait for.
+        if config.listen and not config.burst:
             self._notifier = Notifier(
                 dsn, [self.app.notify_channel, self.app.events_channel],
                 self._on_notify, self._on_listener_connected,
@@ -192,9 +193,16 @@ class Worker:
         def run_loop() -> None:
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
-            loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                for pending in asyncio.all_tasks(loop):
+                    pending.cancel()
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
 
-        threading.Thread(target=run_loop, name="pgqueue-asyncio", daemon=True).start()
+        self._loop_thread = threading.Thread(target=run_loop, name="pgqueue-asyncio", daemon=True)
+        self._loop_thread.start()
         ready.wait()
 
     def _install_signal_handlers(self) -> Any:
@@ -619,6 +627,7 @@ class Worker:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=10)
         for connection in (self._claimer, self._completer_connection,
                            self._heartbeat_connection, self._maintenance_connection):
             connection.close()
