@@ -14,9 +14,9 @@ from sqlalchemy import create_engine, pool, text
 VERSION_TABLE = "pgqueue_alembic_version"
 
 config = context.config
-schema = config.attributes.get("pgqueue_schema") or context.get_x_argument(
-    as_dictionary=True
-).get("schema", "pgqueue")
+schema = config.attributes.get("pgqueue_schema") or context.get_x_argument(as_dictionary=True).get(
+    "schema", "pgqueue"
+)
 config.attributes["pgqueue_schema"] = schema
 
 
@@ -40,7 +40,9 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        engine = create_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
+        engine = create_engine(
+            config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool
+        )
         with engine.connect() as own_connection:
             _run_online(own_connection)
         return

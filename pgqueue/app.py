@@ -46,6 +46,7 @@ __all__ = ["App", "row_to_job"]
 logger = logging.getLogger("pgqueue")
 
 R = TypeVar("R")
+R2 = TypeVar("R2")
 
 APPLICATION_NAME = "pgqueue"
 POOL_SIZE_DEFAULT = 4
@@ -54,13 +55,42 @@ CONNECT_TIMEOUT_DEFAULT = 10
 
 def row_to_job(row: db.Row, app: App | None = None) -> Job:
     """Build a Job from a row selected with ``queries.JOB_COLUMNS``."""
-    (job_id, queue, task, args, state, priority, attempt, max_attempts, run_at, created_at,
-     started_at, finished_at, result, last_error, errors, worker_id) = row
+    (
+        job_id,
+        queue,
+        task,
+        args,
+        state,
+        priority,
+        attempt,
+        max_attempts,
+        run_at,
+        created_at,
+        started_at,
+        finished_at,
+        result,
+        last_error,
+        errors,
+        worker_id,
+    ) = row
     return Job(
-        id=job_id, queue=queue, task=task, args=args, state=JobState(state), priority=priority,
-        attempt=attempt, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
-        started_at=started_at, finished_at=finished_at, result=result, last_error=last_error,
-        errors=list(errors or []), worker_id=worker_id, _app=app,
+        id=job_id,
+        queue=queue,
+        task=task,
+        args=args,
+        state=JobState(state),
+        priority=priority,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        run_at=run_at,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        result=result,
+        last_error=last_error,
+        errors=list(errors or []),
+        worker_id=worker_id,
+        _app=app,
     )
 
 
@@ -162,14 +192,18 @@ class App:
         """The async twin of ``connect()``."""
         try:
             return await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=autocommit, application_name=APPLICATION_NAME,
+                self.dsn,
+                autocommit=autocommit,
+                application_name=APPLICATION_NAME,
                 connect_timeout=int(self.connect_timeout),
             )
         except psycopg.OperationalError as error:
             raise self._unavailable(error) from None
 
     def _unavailable(self, error: BaseException) -> DatabaseUnavailableError:
-        reason = redact_text(str(error).strip().splitlines()[-1] if str(error).strip() else repr(error))
+        reason = redact_text(
+            str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        )
         return DatabaseUnavailableError(f"could not connect to {redact_dsn(self.dsn)}: {reason}")
 
     def _get_pool(self) -> ConnectionPool:
@@ -180,8 +214,11 @@ class App:
                         self.dsn,
                         min_size=1,
                         max_size=self.pool_size,
-                        kwargs={"autocommit": True, "application_name": APPLICATION_NAME,
-                                "connect_timeout": int(self.connect_timeout)},
+                        kwargs={
+                            "autocommit": True,
+                            "application_name": APPLICATION_NAME,
+                            "connect_timeout": int(self.connect_timeout),
+                        },
                         open=False,
                         name="pgqueue-producer",
                         timeout=self.connect_timeout,
@@ -199,7 +236,9 @@ class App:
         except PoolTimeout as error:
             raise self._unavailable(error) from None
 
-    def run(self, sql: str, params: Mapping[str, Any], connection: object | None = None) -> list[db.Row]:
+    def run(
+        self, sql: str, params: Mapping[str, Any], connection: object | None = None
+    ) -> list[db.Row]:
         """Run one of ``queries``' statements on ``connection`` or on a pooled one.
 
         On a pooled connection each statement commits by itself. A connection
@@ -230,9 +269,13 @@ class App:
             return await db.execute_async(connection, rendered, params)
         if self._async_pool is None:
             pool = AsyncConnectionPool(
-                self.dsn, min_size=1, max_size=self.pool_size,
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
                 kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
-                open=False, name="pgqueue-producer-async", timeout=self.connect_timeout,
+                open=False,
+                name="pgqueue-producer-async",
+                timeout=self.connect_timeout,
             )
             await pool.open(wait=False)
             self._async_pool = pool
@@ -271,6 +314,8 @@ class App:
     @overload
     def task(
         self,
+        func: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str = QUEUE_DEFAULT,
@@ -282,7 +327,7 @@ class App:
         retry_backoff_max: float = BACKOFF_MAX_DEFAULT,
         retry_jitter: bool = True,
         pass_context: bool = False,
-    ) -> Callable[[Callable[..., R]], Task[R]]: ...
+    ) -> Callable[[Callable[..., R2]], Task[R2]]: ...
 
     def task(
         self,
@@ -317,14 +362,18 @@ class App:
         if isinstance(retry_backoff, bool):
             retry_backoff = BACKOFF_BASE_DEFAULT if retry_backoff else 0.0
         policy = RetryPolicy(
-            backoff=float(retry_backoff), backoff_max=float(retry_backoff_max),
-            jitter=retry_jitter, retry_for=tuple(retry_for),
+            backoff=float(retry_backoff),
+            backoff_max=float(retry_backoff_max),
+            jitter=retry_jitter,
+            retry_for=tuple(retry_for),
         )
 
         def register(function: Callable[..., R]) -> Task[R]:
             task_name = name or function.__name__
             if not isinstance(task_name, str) or not 1 <= len(task_name) <= 255:
-                raise InvalidOptionError(f"task name must be 1 to 255 characters, got {task_name!r}")
+                raise InvalidOptionError(
+                    f"task name must be 1 to 255 characters, got {task_name!r}"
+                )
             existing = self.tasks.get(task_name)
             if existing is not None and existing.func is not function:
                 raise ConfigurationError(
@@ -333,8 +382,14 @@ class App:
                     " pass name='...' to register this one under another name"
                 )
             registered: Task[R] = Task(
-                self, function, name=task_name, queue=queue, priority=priority,
-                max_attempts=max_attempts, timeout=timeout, retry=policy,
+                self,
+                function,
+                name=task_name,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                retry=policy,
                 pass_context=pass_context,
             )
             self.tasks[task_name] = registered
@@ -399,13 +454,18 @@ class App:
         return JobSpec(
             task=task,
             args=dump_args(task, args, max_bytes=self.max_payload_bytes, default=self.json_default),
-            queue=validate_queue(queue if queue is not None else
-                                 registered.queue if registered else QUEUE_DEFAULT),
-            priority=validate_priority(priority if priority is not None else
-                                       registered.priority if registered else 0),
+            queue=validate_queue(
+                queue if queue is not None else registered.queue if registered else QUEUE_DEFAULT
+            ),
+            priority=validate_priority(
+                priority if priority is not None else registered.priority if registered else 0
+            ),
             max_attempts=validate_max_attempts(
-                max_attempts if max_attempts is not None else
-                registered.max_attempts if registered else MAX_ATTEMPTS_DEFAULT
+                max_attempts
+                if max_attempts is not None
+                else registered.max_attempts
+                if registered
+                else MAX_ATTEMPTS_DEFAULT
             ),
             run_at=run_at,
             delay_seconds=delay,
@@ -414,8 +474,12 @@ class App:
     @staticmethod
     def _insert_params(spec: JobSpec) -> dict[str, Any]:
         return {
-            "queue": spec.queue, "task": spec.task, "args": spec.args, "priority": spec.priority,
-            "run_at": spec.run_at, "delay_seconds": spec.delay_seconds,
+            "queue": spec.queue,
+            "task": spec.task,
+            "args": spec.args,
+            "priority": spec.priority,
+            "run_at": spec.run_at,
+            "delay_seconds": spec.delay_seconds,
             "max_attempts": spec.max_attempts,
         }
 
@@ -482,7 +546,9 @@ class App:
                 )
         return checked
 
-    def enqueue_many(self, specs: Iterable[JobSpec], *, connection: object | None = None) -> list[Job]:
+    def enqueue_many(
+        self, specs: Iterable[JobSpec], *, connection: object | None = None
+    ) -> list[Job]:
         """Insert many prepared jobs in one statement (one round trip), all or none."""
         checked = self._check_specs(specs)
         if not checked:
@@ -541,7 +607,9 @@ class App:
         )
         job = self.get_job(job_id, connection=connection)
         if not rows and job.state is not JobState.QUEUED:
-            raise InvalidOptionError(f"job {job_id} is {job.state}; only finished jobs can be retried")
+            raise InvalidOptionError(
+                f"job {job_id} is {job.state}; only finished jobs can be retried"
+            )
         return job
 
     def wait_for_job(self, job_id: int, *, timeout: float | None = None) -> Any:

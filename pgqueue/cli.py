@@ -78,10 +78,19 @@ def _announce_embedded(app: App) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dsn", envvar="PGQUEUE_DATABASE_URL", metavar="URL",
-              help="PostgreSQL URL [env PGQUEUE_DATABASE_URL; default: the embedded database].")
-@click.option("--schema", envvar="PGQUEUE_SCHEMA", default="pgqueue", show_default=True,
-              help="Schema holding pgqueue's tables [env PGQUEUE_SCHEMA].")
+@click.option(
+    "--dsn",
+    envvar="PGQUEUE_DATABASE_URL",
+    metavar="URL",
+    help="PostgreSQL URL [env PGQUEUE_DATABASE_URL; default: the embedded database].",
+)
+@click.option(
+    "--schema",
+    envvar="PGQUEUE_SCHEMA",
+    default="pgqueue",
+    show_default=True,
+    help="Schema holding pgqueue's tables [env PGQUEUE_SCHEMA].",
+)
 @click.version_option(package_name="pgqueue")
 @click.pass_context
 def main(ctx: click.Context, dsn: str | None, schema: str) -> None:
@@ -93,8 +102,12 @@ main.add_command(db)
 
 
 @main.command("migrate")
-@click.option("--sql", "print_sql", is_flag=True,
-              help="Print the DDL instead of running it (for other migration tools).")
+@click.option(
+    "--sql",
+    "print_sql",
+    is_flag=True,
+    help="Print the DDL instead of running it (for other migration tools).",
+)
 @click.pass_obj
 @handle_errors
 def migrate_command(obj: Context, print_sql: bool) -> None:
@@ -181,11 +194,12 @@ def cancel_command(obj: Context, job_ids: tuple[int, ...]) -> None:
 
 
 def _register_worker_commands() -> None:
+    from pgqueue.cli_bench import bench_command
     from pgqueue.cli_work import demo_command, work_command
 
     main.add_command(work_command)
     main.add_command(demo_command)
+    main.add_command(bench_command)
 
 
 _register_worker_commands()
-

@@ -22,43 +22,115 @@ __all__ = ["demo_command", "work_command"]
 
 
 @click.command("work")
-@click.option("-A", "--app", "app_path", envvar="PGQUEUE_APP", required=True, metavar="MODULE:APP",
-              help="Import path of your pgqueue.App, e.g. myproject.tasks:app [env PGQUEUE_APP].")
-@click.option("-Q", "--queues", envvar="PGQUEUE_QUEUES", default="default", show_default=True,
-              help="Comma-separated queues in preference order; 'name=N' caps a queue at N"
-                   " concurrent jobs [env PGQUEUE_QUEUES].")
-@click.option("-c", "--concurrency", envvar="PGQUEUE_CONCURRENCY", type=click.IntRange(1, 1000),
-              default=CONCURRENCY_DEFAULT, show_default=True,
-              help="Jobs run at once [env PGQUEUE_CONCURRENCY].")
-@click.option("--pool", type=click.Choice(["thread", "process"]), default="thread",
-              show_default=True, help="thread: sync tasks on threads, async tasks on one loop;"
-                                      " process: a killable child process per job.")
+@click.option(
+    "-A",
+    "--app",
+    "app_path",
+    envvar="PGQUEUE_APP",
+    required=True,
+    metavar="MODULE:APP",
+    help="Import path of your pgqueue.App, e.g. myproject.tasks:app [env PGQUEUE_APP].",
+)
+@click.option(
+    "-Q",
+    "--queues",
+    envvar="PGQUEUE_QUEUES",
+    default="default",
+    show_default=True,
+    help="Comma-separated queues in preference order; 'name=N' caps a queue at N"
+    " concurrent jobs [env PGQUEUE_QUEUES].",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    envvar="PGQUEUE_CONCURRENCY",
+    type=click.IntRange(1, 1000),
+    default=CONCURRENCY_DEFAULT,
+    show_default=True,
+    help="Jobs run at once [env PGQUEUE_CONCURRENCY].",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="thread: sync tasks on threads, async tasks on one loop;"
+    " process: a killable child process per job.",
+)
 @click.option("--burst", is_flag=True, help="Exit 0 once no job is ready and none is running.")
-@click.option("-l", "--loglevel", type=click.Choice(LEVELS, case_sensitive=False),
-              default="info", show_default=True)
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
-@click.option("--shutdown-timeout", type=float, default=SHUTDOWN_TIMEOUT_DEFAULT,
-              show_default=True, help="Seconds to let running jobs finish on SIGTERM.")
-@click.option("--poll-interval", type=float, default=POLL_INTERVAL_DEFAULT, show_default=True,
-              help="Seconds between claims when no NOTIFY arrives.")
-@click.option("--lease", "lease_seconds", type=float, default=LEASE_SECONDS_DEFAULT,
-              show_default=True, help="Seconds a claim stays valid without a heartbeat.")
-@click.option("--heartbeat", "heartbeat_seconds", type=float, default=HEARTBEAT_SECONDS_DEFAULT,
-              show_default=True, help="Seconds between lease renewals.")
-@click.option("--rescue-interval", type=float, default=RESCUE_INTERVAL_DEFAULT,
-              show_default=True, help="Seconds between rescues of jobs with expired leases.")
-@click.option("--max-crash-recoveries", type=click.IntRange(1, 100),
-              default=MAX_CRASH_RECOVERIES_DEFAULT, show_default=True,
-              help="Rescues before a job is declared dead.")
+@click.option(
+    "-l",
+    "--loglevel",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=SHUTDOWN_TIMEOUT_DEFAULT,
+    show_default=True,
+    help="Seconds to let running jobs finish on SIGTERM.",
+)
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=POLL_INTERVAL_DEFAULT,
+    show_default=True,
+    help="Seconds between claims when no NOTIFY arrives.",
+)
+@click.option(
+    "--lease",
+    "lease_seconds",
+    type=float,
+    default=LEASE_SECONDS_DEFAULT,
+    show_default=True,
+    help="Seconds a claim stays valid without a heartbeat.",
+)
+@click.option(
+    "--heartbeat",
+    "heartbeat_seconds",
+    type=float,
+    default=HEARTBEAT_SECONDS_DEFAULT,
+    show_default=True,
+    help="Seconds between lease renewals.",
+)
+@click.option(
+    "--rescue-interval",
+    type=float,
+    default=RESCUE_INTERVAL_DEFAULT,
+    show_default=True,
+    help="Seconds between rescues of jobs with expired leases.",
+)
+@click.option(
+    "--max-crash-recoveries",
+    type=click.IntRange(1, 100),
+    default=MAX_CRASH_RECOVERIES_DEFAULT,
+    show_default=True,
+    help="Rescues before a job is declared dead.",
+)
 @click.option("--no-listen", is_flag=True, help="Do not LISTEN; poll only.")
 @click.pass_obj
 @handle_errors
 def work_command(
-    obj: Context, app_path: str, queues: str, concurrency: int, pool: str, burst: bool,
-    loglevel: str, log_format: str, shutdown_timeout: float, poll_interval: float,
-    lease_seconds: float, heartbeat_seconds: float, rescue_interval: float,
-    max_crash_recoveries: int, no_listen: bool,
+    obj: Context,
+    app_path: str,
+    queues: str,
+    concurrency: int,
+    pool: str,
+    burst: bool,
+    loglevel: str,
+    log_format: str,
+    shutdown_timeout: float,
+    poll_interval: float,
+    lease_seconds: float,
+    heartbeat_seconds: float,
+    rescue_interval: float,
+    max_crash_recoveries: int,
+    no_listen: bool,
 ) -> None:
     """Run a worker: claim jobs from the queues and run them until stopped.
 
@@ -71,11 +143,18 @@ def work_command(
 
     configure_logging(loglevel, log_format)
     config = WorkerConfig(
-        queues=parse_queues(queues), concurrency=concurrency, pool=pool, burst=burst,
-        shutdown_timeout=shutdown_timeout, poll_interval=poll_interval,
-        lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
-        rescue_interval=rescue_interval, max_crash_recoveries=max_crash_recoveries,
-        listen=not no_listen, app_path=app_path,
+        queues=parse_queues(queues),
+        concurrency=concurrency,
+        pool=pool,
+        burst=burst,
+        shutdown_timeout=shutdown_timeout,
+        poll_interval=poll_interval,
+        lease_seconds=lease_seconds,
+        heartbeat_seconds=heartbeat_seconds,
+        rescue_interval=rescue_interval,
+        max_crash_recoveries=max_crash_recoveries,
+        listen=not no_listen,
+        app_path=app_path,
     )
     app = load_app(app_path)
     if obj.dsn:
@@ -97,8 +176,11 @@ def _exit_even_with_stuck_threads(code: int) -> None:
     import sys
     import threading
 
-    stuck = [t for t in threading.enumerate()
-             if t is not threading.current_thread() and not t.daemon and t.is_alive()]
+    stuck = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.current_thread() and not t.daemon and t.is_alive()
+    ]
     if not stuck:
         raise click.exceptions.Exit(code)
     logging.getLogger("pgqueue.worker").warning(

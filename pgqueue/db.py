@@ -39,10 +39,16 @@ def _kind(connection: object) -> str:
     if isinstance(connection, psycopg.AsyncCursor):
         return "psycopg-async-cursor"
     if module.startswith("sqlalchemy"):
-        if name in ("AsyncConnection", "AsyncSession") or module.startswith("sqlalchemy.ext.asyncio"):
+        if name in ("AsyncConnection", "AsyncSession") or module.startswith(
+            "sqlalchemy.ext.asyncio"
+        ):
             return "sqlalchemy-async"
         return "sqlalchemy"
-    if module.startswith("django.") or hasattr(connection, "vendor") and hasattr(connection, "cursor"):
+    if (
+        module.startswith("django.")
+        or (hasattr(connection, "vendor")
+        and hasattr(connection, "cursor"))
+    ):
         return "django"
     return "unknown"
 
@@ -74,7 +80,9 @@ def execute(connection: object, sql: str, params: Params) -> list[Row]:
         return _as_tuples(connection.fetchall()) if connection.description else []
     if kind == "sqlalchemy":
         sa_connection: Any = connection
-        if hasattr(sa_connection, "exec_driver_sql") is False and hasattr(sa_connection, "connection"):
+        if hasattr(sa_connection, "exec_driver_sql") is False and hasattr(
+            sa_connection, "connection"
+        ):
             sa_connection = sa_connection.connection()  # a Session: its current Connection
         result = sa_connection.exec_driver_sql(sql, dict(params))
         return _as_tuples(result.fetchall()) if result.returns_rows else []

@@ -19,8 +19,8 @@ from typing import Any
 
 from pgqueue import migrate
 from pgqueue.app import App
-from pgqueue.errors import JobFailedError
 from pgqueue.dsn import resolve_dsn
+from pgqueue.errors import JobFailedError
 from pgqueue.worker import Worker, WorkerConfig, parse_queues
 from pgqueue.worker.execution import JobContext
 
@@ -43,8 +43,9 @@ def build_demo_app(dsn: str | None, schema: str) -> App:
     def build_report(day: str) -> dict[str, Any]:
         return {"day": day, "rows": 1234}
 
-    @app.task(queue="default", max_attempts=5, retry_backoff=0.2, retry_jitter=False,
-              pass_context=True)
+    @app.task(
+        queue="default", max_attempts=5, retry_backoff=0.2, retry_jitter=False, pass_context=True
+    )
     def charge_card(context: JobContext, order_id: int) -> str:
         # Fails on its first two attempts, like a payment API having a bad minute.
         if context.attempt < 3:
@@ -92,11 +93,17 @@ def run_demo(dsn: str | None, *, keep: bool = False, echo: Callable[[str], None]
 
     echo("starting 2 workers on queues high,default,low (4 threads each)\n")
     logging.getLogger("pgqueue").setLevel(logging.WARNING)
-    config = WorkerConfig(queues=parse_queues("high,default,low"), concurrency=4,
-                          poll_interval=0.2, rescue_interval=60.0)
+    config = WorkerConfig(
+        queues=parse_queues("high,default,low"),
+        concurrency=4,
+        poll_interval=0.2,
+        rescue_interval=60.0,
+    )
     workers = [Worker(app, config) for _ in range(2)]
-    threads = [threading.Thread(target=w.run, name=f"demo-worker-{i}", daemon=True)
-               for i, w in enumerate(workers, 1)]
+    threads = [
+        threading.Thread(target=w.run, name=f"demo-worker-{i}", daemon=True)
+        for i, w in enumerate(workers, 1)
+    ]
     for thread in threads:
         thread.start()
     try:
@@ -125,17 +132,23 @@ def run_demo(dsn: str | None, *, keep: bool = False, echo: Callable[[str], None]
         done_by = connection.execute(
             f'SELECT count(DISTINCT worker_id) FROM "{schema}".jobs'
         ).fetchone()
-        echo(f"\n{done_by[0] if done_by else 0} workers shared the work."
-             f" Finished in {time.monotonic() - started:.1f}s.")
+        echo(
+            f"\n{done_by[0] if done_by else 0} workers shared the work."
+            f" Finished in {time.monotonic() - started:.1f}s."
+        )
         if not keep:
             connection.execute(f'TRUNCATE "{schema}".jobs RESTART IDENTITY')
-    where = "" if configured else " \"$(pgqueue db url)\""
+    where = "" if configured else ' "$(pgqueue db url)"'
     echo("\nSee it yourself with SQL (run the demo with --keep first):")
-    echo(f"  psql{where} -c \"SELECT id, queue, task, state, attempt, last_error"
-         f" FROM {schema}.jobs ORDER BY id\"")
-    echo(f"  psql{where} -c \"SELECT id, task, last_error FROM {schema}.jobs"
-         " WHERE state = 'dead'\"      # the dead-letter queue")
-    echo(f"  psql{where} -c \"SELECT queue, state, count(*) FROM {schema}.jobs GROUP BY 1, 2\"")
+    echo(
+        f'  psql{where} -c "SELECT id, queue, task, state, attempt, last_error'
+        f' FROM {schema}.jobs ORDER BY id"'
+    )
+    echo(
+        f'  psql{where} -c "SELECT id, task, last_error FROM {schema}.jobs'
+        " WHERE state = 'dead'\"      # the dead-letter queue"
+    )
+    echo(f'  psql{where} -c "SELECT queue, state, count(*) FROM {schema}.jobs GROUP BY 1, 2"')
     echo("Re-run a dead job with: pgqueue retry <id>")
 
 

@@ -21,16 +21,12 @@ FAULT_POINTS = frozenset(
     {"after_claim", "before_ack", "after_ack_commit", "after_complete_in_tx_commit"}
 )
 
-_ACTIVE = (
-    os.environ.get("PGQUEUE_FAULTPOINT")
-    if os.environ.get("PGQUEUE_TESTING") == "1"
-    else None
-)
+_ACTIVE = os.environ.get("PGQUEUE_FAULTPOINT") if os.environ.get("PGQUEUE_TESTING") == "1" else None
 
 
 def faultpoint(name: str) -> None:
     """Exit the process at once if ``name`` is the armed fault point."""
-    if _ACTIVE is not None and _ACTIVE == name:
+    if _ACTIVE is not None and name == _ACTIVE:
         sys.stderr.write(f"pgqueue: fault point {name} reached; exiting with 137\n")
         sys.stderr.flush()
         os._exit(137)

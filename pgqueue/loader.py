@@ -39,7 +39,5 @@ def load_app(path: str) -> App:
             f"module '{module_name}' has no attribute '{attribute}' (from -A {path})"
         ) from None
     if not isinstance(app, App):
-        raise ConfigurationError(
-            f"-A {path} is a {type(app).__name__}, not a pgqueue.App"
-        )
+        raise ConfigurationError(f"-A {path} is a {type(app).__name__}, not a pgqueue.App")
     return app

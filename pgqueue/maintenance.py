@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -48,13 +49,13 @@ class Rescuer:
         self.max_crash_recoveries = max_crash_recoveries
         self.batch_size = batch_size
 
-    def run_once(self, connection: psycopg.Connection[object]) -> RescueResult:
+    def run_once(self, connection: psycopg.Connection[Any]) -> RescueResult:
         """Rescue every job whose lease has expired, as of the database clock."""
         requeued = dead = 0
         lock_key = f"pgqueue.rescuer.{self.schema}"
         with connection.transaction():
             got_lock = connection.execute(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (lock_key,)
+                queries.ADVISORY_XACT_LOCK_TRY, {"key": lock_key}
             ).fetchone()
             if not (got_lock and got_lock[0]):
                 return RescueResult(skipped_locked=True)
@@ -73,12 +74,14 @@ class Rescuer:
                         dead += 1
                         logger.error(
                             "job %s is dead: its worker was lost %d times (poison pill?)",
-                            job_id, self.max_crash_recoveries,
+                            job_id,
+                            self.max_crash_recoveries,
                         )
                     else:
                         requeued += 1
-                        logger.warning("job %s rescued: its worker stopped renewing the lease",
-                                       job_id)
+                        logger.warning(
+                            "job %s rescued: its worker stopped renewing the lease", job_id
+                        )
                 if len(rows) < self.batch_size:
                     break
         return RescueResult(requeued=requeued, dead=dead)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import sqlalchemy
@@ -69,7 +70,7 @@ def script_head(schema: str = "pgqueue") -> str:
     return head
 
 
-def current_revision(connection: psycopg.Connection[object], schema: str) -> str | None:
+def current_revision(connection: psycopg.Connection[Any], schema: str) -> str | None:
     """The revision recorded in the database, or None if pgqueue was never migrated."""
     try:
         with connection.transaction():
@@ -79,7 +80,7 @@ def current_revision(connection: psycopg.Connection[object], schema: str) -> str
     return None if row is None else str(row[0])
 
 
-def check_schema(connection: psycopg.Connection[object], schema: str) -> None:
+def check_schema(connection: psycopg.Connection[Any], schema: str) -> None:
     """Raise SchemaNotMigratedError unless the database is at ``HEAD_REVISION``."""
     current = current_revision(connection, schema)
     if current != HEAD_REVISION:
@@ -123,8 +124,7 @@ def upgrade(dsn: str, schema: str = "pgqueue", revision: str = "head") -> Migrat
         with engine.connect() as connection:
             # Session-level lock: held across Alembic's own transaction, released on close.
             connection.exec_driver_sql(
-                "SELECT pg_advisory_lock(hashtextextended(%(key)s, 0))",
-                {"key": f"pgqueue.migrate.{schema}"},
+                queries.ADVISORY_LOCK_WAIT, {"key": f"pgqueue.migrate.{schema}"}
             )
             connection.commit()
             before = MigrationContext.configure(

@@ -24,6 +24,12 @@ JOB_COLUMNS = (
     " started_at, finished_at, result, last_error, errors, worker_id"
 )
 
+# Serialise migrators: a session-level lock held across Alembic's transaction.
+ADVISORY_LOCK_WAIT = "SELECT pg_advisory_lock(hashtextextended(%(key)s, 0))"
+
+# Let one worker at a time do a maintenance round; the others skip it.
+ADVISORY_XACT_LOCK_TRY = "SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+
 # Cancel jobs that have not started; they finish at once.
 JOB_CANCEL_WAITING = """
 UPDATE {schema}.jobs
@@ -125,21 +131,27 @@ WHERE j.id = held.id AND j.lease_token = held.lease_token AND j.state = 'running
 RETURNING j.id, j.cancel_requested_at IS NOT NULL
 """
 
-JOB_INSERT = """
+JOB_INSERT = (
+    """
 INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts)
 VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s,
         coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay_seconds)s)),
         %(max_attempts)s)
-RETURNING """ + JOB_COLUMNS
+RETURNING """
+    + JOB_COLUMNS
+)
 
 # Many jobs in one round trip: parallel arrays, unnested into rows.
-JOB_INSERT_MANY = """
+JOB_INSERT_MANY = (
+    """
 INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts)
 SELECT q, t, a::jsonb, p, coalesce(r, now() + make_interval(secs => d)), m
 FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(priorities)s::smallint[],
             %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[])
      AS batch(q, t, a, p, r, d, m)
-RETURNING """ + JOB_COLUMNS
+RETURNING """
+    + JOB_COLUMNS
+)
 
 # Give unfinished jobs back to the queue on shutdown. The attempt is handed
 # back too: a run cut short by a deploy is not a failure of the task.

@@ -72,9 +72,7 @@ class RetryPolicy:
             )
         for exc_type in self.retry_for:
             if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-                raise InvalidOptionError(
-                    f"retry_for must hold exception classes, got {exc_type!r}"
-                )
+                raise InvalidOptionError(f"retry_for must hold exception classes, got {exc_type!r}")
 
     def delay_for(self, retry_number: int, rng: random.Random | None = None) -> float:
         """Seconds before retry ``retry_number`` under this policy."""

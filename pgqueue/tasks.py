@@ -174,7 +174,9 @@ class Task(Generic[R]):
         self.priority = validate_priority(priority)
         self.max_attempts = validate_max_attempts(max_attempts)
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise InvalidOptionError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            raise InvalidOptionError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
         self.timeout = float(timeout) if timeout is not None else None
         self.retry = retry or RetryPolicy()
         self.pass_context = pass_context

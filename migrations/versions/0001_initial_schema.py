@@ -156,7 +156,9 @@ $$""")
 
 def downgrade() -> None:
     s = _schema()
-    op.execute(f'DROP FUNCTION IF EXISTS "{s}".enqueue(text, jsonb, text, integer, timestamptz, integer)')
+    op.execute(
+        f'DROP FUNCTION IF EXISTS "{s}".enqueue(text, jsonb, text, integer, timestamptz, integer)'
+    )
     op.execute(f'DROP TABLE IF EXISTS "{s}".jobs')
     op.execute(f'DROP FUNCTION IF EXISTS "{s}".notify_jobs_inserted()')
     op.execute(f'DROP TABLE IF EXISTS "{s}".queues')

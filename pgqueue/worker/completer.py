@@ -35,6 +35,11 @@ class Finished:
     runtime: float
 
 
+def _result_json(outcome: Outcome) -> str:
+    assert isinstance(outcome, Succeeded)
+    return outcome.result_json
+
+
 class Completer:
     """Applies outcomes to the database from a dedicated thread and connection."""
 
@@ -100,7 +105,8 @@ class Completer:
                     # rescuer runs them again.
                     logger.exception(
                         "could not record the outcome of job(s) %s; they will be retried"
-                        " after their lease expires", ", ".join(str(f.job.id) for f in batch),
+                        " after their lease expires",
+                        ", ".join(str(f.job.id) for f in batch),
                     )
                     for finished in batch:
                         self.on_written(finished, False)
@@ -118,8 +124,7 @@ class Completer:
                 {
                     "ids": [f.job.id for f in successes],
                     "lease_tokens": [f.job.lease_token for f in successes],
-                    "results": [f.outcome.result_json for f in successes  # type: ignore[union-attr]
-                                ],
+                    "results": [_result_json(f.outcome) for f in successes],
                     "events_channel": self.events_channel,
                 },
             )
@@ -136,17 +141,28 @@ class Completer:
         job = finished.job
         if isinstance(outcome, Cancelled):
             return {
-                "id": job.id, "lease_token": job.lease_token, "state": "cancelled",
-                "delay_seconds": 0.0, "last_error": f"Cancelled: {outcome.message}",
-                "kind": "cancelled", "error_type": "Cancelled", "message": outcome.message,
-                "traceback": None, "crash_increment": 0, "events_channel": self.events_channel,
+                "id": job.id,
+                "lease_token": job.lease_token,
+                "state": "cancelled",
+                "delay_seconds": 0.0,
+                "last_error": f"Cancelled: {outcome.message}",
+                "kind": "cancelled",
+                "error_type": "Cancelled",
+                "message": outcome.message,
+                "traceback": None,
+                "crash_increment": 0,
+                "events_channel": self.events_channel,
             }
         assert isinstance(outcome, Failed)
         return {
-            "id": job.id, "lease_token": job.lease_token,
+            "id": job.id,
+            "lease_token": job.lease_token,
             "state": "dead" if outcome.dead else "failed",
-            "delay_seconds": outcome.delay, "last_error": outcome.last_error,
-            "kind": outcome.kind, "error_type": outcome.error_type, "message": outcome.message,
+            "delay_seconds": outcome.delay,
+            "last_error": outcome.last_error,
+            "kind": outcome.kind,
+            "error_type": outcome.error_type,
+            "message": outcome.message,
             "traceback": outcome.traceback or None,
             "crash_increment": 1 if outcome.kind == "crash" else 0,
             "events_channel": self.events_channel,
@@ -158,6 +174,7 @@ class Completer:
             logger.warning(
                 "stale completion ignored (lease token mismatch): job %s (%s) was rescued or"
                 " finished elsewhere while this worker ran it",
-                finished.job.id, finished.job.task,
+                finished.job.id,
+                finished.job.task,
             )
         self.on_written(finished, written)

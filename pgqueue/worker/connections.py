@@ -34,8 +34,9 @@ class Disconnected(Exception):
 class Backoff:
     """Capped exponential backoff that logs once per step, not once per try."""
 
-    def __init__(self, what: str, base: float = RECONNECT_BASE_SECONDS,
-                 cap: float = RECONNECT_MAX_SECONDS) -> None:
+    def __init__(
+        self, what: str, base: float = RECONNECT_BASE_SECONDS, cap: float = RECONNECT_MAX_SECONDS
+    ) -> None:
         self.what = what
         self.base = base
         self.cap = cap
@@ -47,11 +48,13 @@ class Backoff:
         self.failures += 1
         if self.first_failure is None:
             self.first_failure = time.monotonic()
-        delay = min(self.cap, self.base * (2 ** (self.failures - 1)))
+        delay = min(self.cap, self.base * 2.0 ** min(self.failures - 1, 30))
         if delay < self.cap or self.failures == 1 or self.failures % 10 == 0:
             logger.warning(
                 "%s: database unavailable (%s); retrying in %.1fs",
-                self.what, _reason(error), delay,
+                self.what,
+                _reason(error),
+                delay,
             )
         return delay
 
@@ -86,7 +89,9 @@ class ManagedConnection:
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             connection = psycopg.connect(
-                self.dsn, autocommit=True, application_name=f"pgqueue-{self.name}",
+                self.dsn,
+                autocommit=True,
+                application_name=f"pgqueue-{self.name}",
                 connect_timeout=self.connect_timeout,
             )
         except psycopg.OperationalError as error:

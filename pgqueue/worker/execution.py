@@ -62,10 +62,32 @@ class ClaimedJob:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ClaimedJob:
-        (job_id, queue, task, args, priority, attempt, max_attempts, crash_count, lease_token,
-         created_at, run_at) = row
-        return cls(job_id, queue, task, args, priority, attempt, max_attempts, crash_count,
-                   lease_token, created_at, run_at)
+        (
+            job_id,
+            queue,
+            task,
+            args,
+            priority,
+            attempt,
+            max_attempts,
+            crash_count,
+            lease_token,
+            created_at,
+            run_at,
+        ) = row
+        return cls(
+            job_id,
+            queue,
+            task,
+            args,
+            priority,
+            attempt,
+            max_attempts,
+            crash_count,
+            lease_token,
+            created_at,
+            run_at,
+        )
 
     @property
     def failures_so_far(self) -> int:
@@ -197,8 +219,14 @@ def decide_failure(
 def bind_stored_args(task: Task[Any], args: Any) -> dict[str, Any]:
     """Check stored args against the task's signature before calling it."""
     if not isinstance(args, dict):
-        kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
-                type(None): "null"}.get(type(args), type(args).__name__)
+        kind = {
+            list: "array",
+            str: "string",
+            int: "number",
+            float: "number",
+            bool: "boolean",
+            type(None): "null",
+        }.get(type(args), type(args).__name__)
         raise ArgumentError(f"args must be a JSON object, got {kind}")
     try:
         task.signature.bind(**args)

@@ -89,8 +89,13 @@ class Notifier:
 
     def _listen_once(self, backoff: Backoff) -> None:
         connection = psycopg.connect(
-            self.dsn, autocommit=True, application_name=f"pgqueue-{self.name}",
-            connect_timeout=10, keepalives=1, keepalives_idle=10, keepalives_interval=5,
+            self.dsn,
+            autocommit=True,
+            application_name=f"pgqueue-{self.name}",
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
             keepalives_count=3,
         )
         self._connection = connection

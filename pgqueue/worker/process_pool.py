@@ -78,11 +78,22 @@ def run_in_child(
     receiver, sender = context.Pipe(duplex=False)
     # A ClaimedJob holds a threading.Event, which cannot cross a process boundary.
     job_fields = (
-        job.id, job.queue, job.task, job.args, job.priority, job.attempt, job.max_attempts,
-        job.crash_count, job.lease_token, job.created_at, job.run_at,
+        job.id,
+        job.queue,
+        job.task,
+        job.args,
+        job.priority,
+        job.attempt,
+        job.max_attempts,
+        job.crash_count,
+        job.lease_token,
+        job.created_at,
+        job.run_at,
     )
     process = context.Process(
-        target=_child_main, args=(app_path, job_fields, events_channel, sender), daemon=True,
+        target=_child_main,
+        args=(app_path, job_fields, events_channel, sender),
+        daemon=True,
         name=f"pgqueue-job-{job.id}",
     )
     process.start()
@@ -122,6 +133,6 @@ def run_in_child(
         f" crash recoveries; last exit: {_signal_name(process.exitcode)})",
         "",
         dead=crashes >= max_crash_recoveries,
-        delay=min(2.0 ** job.crash_count, 60.0),
+        delay=min(2.0**job.crash_count, 60.0),
         kind="crash",
     )

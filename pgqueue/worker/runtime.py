@@ -151,8 +151,10 @@ class Worker:
         # A burst worker claims in a tight loop until idle; it has nothing to wait for.
         if config.listen and not config.burst:
             self._notifier = Notifier(
-                dsn, [self.app.notify_channel, self.app.events_channel],
-                self._on_notify, self._on_listener_connected,
+                dsn,
+                [self.app.notify_channel, self.app.events_channel],
+                self._on_notify,
+                self._on_listener_connected,
             )
             self._notifier.start()
         self._start_thread(self._heartbeat_loop, "pgqueue-heartbeat")
@@ -160,7 +162,10 @@ class Worker:
         restore = self._install_signal_handlers()
         logger.info(
             "worker %s ready: queues=%s concurrency=%d pool=%s%s",
-            self.id, ",".join(config.queue_names), config.concurrency, config.pool,
+            self.id,
+            ",".join(config.queue_names),
+            config.concurrency,
+            config.pool,
             " burst" if config.burst else "",
         )
         if self._notifier is not None and not self.config.burst:
@@ -221,7 +226,9 @@ class Worker:
             logger.warning(
                 "%s: stopping; finishing %d running job(s) for up to %gs"
                 " (send it again to release them at once)",
-                name, running, self.config.shutdown_timeout,
+                name,
+                running,
+                self.config.shutdown_timeout,
             )
             self.stop()
 
@@ -242,7 +249,8 @@ class Worker:
         if not self._stopping.is_set():
             logger.warning(
                 "LISTEN/NOTIFY is not delivering (a transaction-mode pooler such as PgBouncer?);"
-                " polling every %gs instead", self.config.poll_interval,
+                " polling every %gs instead",
+                self.config.poll_interval,
             )
 
     # ------------------------------------------------------------ claim loop
@@ -317,8 +325,12 @@ class Worker:
                 continue
             rows = self._claimer.run(
                 queries.JOB_CLAIM,
-                {"queue": spec.name, "limit": want, "worker_id": self.id,
-                 "lease_seconds": self.config.lease_seconds},
+                {
+                    "queue": spec.name,
+                    "limit": want,
+                    "worker_id": self.id,
+                    "lease_seconds": self.config.lease_seconds,
+                },
             )
             if len(rows) == want:
                 exhausted = False
@@ -347,7 +359,11 @@ class Worker:
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "task %s[job %s] started (queue=%s, attempt %d/%d) args=%s",
-                job.task, job.id, job.queue, job.attempt, job.max_attempts,
+                job.task,
+                job.id,
+                job.queue,
+                job.attempt,
+                job.max_attempts,
                 describe_args(job.args),
             )
         if task is None:
@@ -364,8 +380,13 @@ class Worker:
 
             assert self.config.app_path is not None
             future = self._executor.submit(
-                run_in_child, self.app, self.config.app_path, job, self.app.events_channel,
-                timeout, self.config.max_crash_recoveries,
+                run_in_child,
+                self.app,
+                self.config.app_path,
+                job,
+                self.app.events_channel,
+                timeout,
+                self.config.max_crash_recoveries,
             )
         elif task.is_async:
             assert self._loop is not None
@@ -392,7 +413,9 @@ class Worker:
             logger.warning(
                 "task %s[job %s] returned %.1fs after it was given up (timeout or release);"
                 " its result is discarded and its slot is free again",
-                job.task, job.id, time.monotonic() - running.started,
+                job.task,
+                job.id,
+                time.monotonic() - running.started,
             )
             self._wake.set()
             return
@@ -402,8 +425,11 @@ class Worker:
 
     def _nearest_deadline(self) -> float | None:
         with self._lock:
-            deadlines = [r.deadline for r in self._running.values()
-                         if r.deadline is not None and not r.abandoned]
+            deadlines = [
+                r.deadline
+                for r in self._running.values()
+                if r.deadline is not None and not r.abandoned
+            ]
         return min(deadlines) if deadlines else None
 
     def _enforce_timeouts(self) -> None:
@@ -414,7 +440,11 @@ class Worker:
         expired: list[_Running] = []
         with self._lock:
             for running in self._running.values():
-                if running.deadline is not None and now >= running.deadline and not running.abandoned:
+                if (
+                    running.deadline is not None
+                    and now >= running.deadline
+                    and not running.abandoned
+                ):
                     task = self.app.tasks.get(running.job.task)
                     if task is not None and task.is_async:
                         continue  # asyncio.wait_for cancels these itself
@@ -427,7 +457,9 @@ class Worker:
                 "task %s[job %s] exceeded its timeout of %gs; failing the attempt. Its thread"
                 " cannot be interrupted: it keeps its slot until the function returns,"
                 " and any late result is discarded",
-                job.task, job.id, (running.deadline or now) - running.started,
+                job.task,
+                job.id,
+                (running.deadline or now) - running.started,
             )
             error = timeout_error((running.deadline or now) - running.started, job)
             outcome = decide_failure(self.app.tasks.get(job.task), job, error)
@@ -445,7 +477,12 @@ class Worker:
             if logger.isEnabledFor(logging.INFO):
                 logger.info(
                     "task %s[job %s] succeeded in %.3fs (queue=%s, attempt %d/%d)",
-                    job.task, job.id, finished.runtime, job.queue, job.attempt, job.max_attempts,
+                    job.task,
+                    job.id,
+                    finished.runtime,
+                    job.queue,
+                    job.attempt,
+                    job.max_attempts,
                 )
         elif isinstance(outcome, Cancelled):
             self.stats.cancelled += 1
@@ -455,16 +492,27 @@ class Worker:
                 self.stats.dead += 1
                 logger.error(
                     "task %s[job %s] dead after %.3fs (queue=%s, attempt %d/%d): %s",
-                    job.task, job.id, finished.runtime, job.queue, job.attempt,
-                    job.max_attempts, outcome.last_error,
+                    job.task,
+                    job.id,
+                    finished.runtime,
+                    job.queue,
+                    job.attempt,
+                    job.max_attempts,
+                    outcome.last_error,
                 )
             else:
                 self.stats.failed += 1
                 logger.warning(
                     "task %s[job %s] failed in %.3fs (queue=%s, attempt %d/%d), retrying in"
                     " %.1fs: %s",
-                    job.task, job.id, finished.runtime, job.queue, job.attempt,
-                    job.max_attempts, outcome.delay, outcome.last_error,
+                    job.task,
+                    job.id,
+                    finished.runtime,
+                    job.queue,
+                    job.attempt,
+                    job.max_attempts,
+                    outcome.delay,
+                    outcome.last_error,
                 )
 
     # -------------------------------------------------------------- wake-ups
@@ -502,8 +550,13 @@ class Worker:
             try:
                 self._heartbeat_connection.run(
                     queries.WORKER_UPSERT,
-                    {"id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(),
-                     "queues": self.config.queue_names, "concurrency": self.config.concurrency},
+                    {
+                        "id": self.id,
+                        "hostname": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "queues": self.config.queue_names,
+                        "concurrency": self.config.concurrency,
+                    },
                 )
                 registered = True
                 self._renew_leases()
@@ -523,8 +576,11 @@ class Worker:
             return
         rows = self._heartbeat_connection.run(
             queries.JOB_HEARTBEAT,
-            {"ids": [j.id for j in held], "lease_tokens": [j.lease_token for j in held],
-             "lease_seconds": self.config.lease_seconds},
+            {
+                "ids": [j.id for j in held],
+                "lease_tokens": [j.lease_token for j in held],
+                "lease_seconds": self.config.lease_seconds,
+            },
         )
         alive = {job_id: cancel for job_id, cancel in rows}
         with self._lock:
@@ -541,7 +597,9 @@ class Worker:
                     self.stats.lost_leases += 1
                     logger.warning(
                         "task %s[job %s]: lease lost (the job was rescued or finished elsewhere);"
-                        " this run's result will be ignored", job.task, job.id,
+                        " this run's result will be ignored",
+                        job.task,
+                        job.id,
                     )
 
     # ----------------------------------------------------------- maintenance
@@ -602,19 +660,25 @@ class Worker:
             try:
                 rows = self._claimer.run(
                     queries.JOB_RELEASE,
-                    {"ids": [j.id for j in jobs], "lease_tokens": [j.lease_token for j in jobs],
-                     "notify_channel": self.app.notify_channel},
+                    {
+                        "ids": [j.id for j in jobs],
+                        "lease_tokens": [j.lease_token for j in jobs],
+                        "notify_channel": self.app.notify_channel,
+                    },
                 )
                 self.stats.released += len(rows)
                 logger.warning(
                     "released %d unfinished job(s) back to the queue: %s",
-                    len(rows), ", ".join(str(row[0]) for row in rows),
+                    len(rows),
+                    ", ".join(str(row[0]) for row in rows),
                 )
                 return
             except Disconnected as error:
                 time.sleep(backoff.failed(error))
-        logger.error("could not release %d job(s); the rescuer will return them after their"
-                     " lease expires", len(jobs))
+        logger.error(
+            "could not release %d job(s); the rescuer will return them after their lease expires",
+            len(jobs),
+        )
 
     def _shutdown(self) -> None:
         self._completer.stop()
@@ -628,12 +692,22 @@ class Worker:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(timeout=10)
-        for connection in (self._claimer, self._completer_connection,
-                           self._heartbeat_connection, self._maintenance_connection):
+        for connection in (
+            self._claimer,
+            self._completer_connection,
+            self._heartbeat_connection,
+            self._maintenance_connection,
+        ):
             connection.close()
         self.stats.stale = max(self.stats.stale, self._completer.stale)
         logger.info(
             "worker %s stopped: %d succeeded, %d failed, %d dead, %d cancelled, %d released,"
-            " %d stale", self.id, self.stats.succeeded, self.stats.failed, self.stats.dead,
-            self.stats.cancelled, self.stats.released, self.stats.stale,
+            " %d stale",
+            self.id,
+            self.stats.succeeded,
+            self.stats.failed,
+            self.stats.dead,
+            self.stats.cancelled,
+            self.stats.released,
+            self.stats.stale,
         )

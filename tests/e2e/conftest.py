@@ -13,7 +13,7 @@ def ledger(db: psycopg.Connection[object]) -> Iterator[psycopg.Connection[object
     """The ledger and effects tables, empty, on the test database."""
     db.execute(LEDGER_DDL)
     db.execute("TRUNCATE ledger, effects RESTART IDENTITY")
-    yield db
+    return db
 
 
 @pytest.fixture(autouse=True)

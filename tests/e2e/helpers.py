@@ -40,7 +40,9 @@ def start_worker(dsn: str, *args: str, env: dict[str, str] | None = None) -> sub
     )
 
 
-def run_worker(dsn: str, *args: str, timeout: float = 60, **extra_env: str) -> subprocess.CompletedProcess[str]:
+def run_worker(
+    dsn: str, *args: str, timeout: float = 60, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     """Run a worker to completion (use with --burst) and return its result."""
     return subprocess.run(
         [sys.executable, "-m", "pgqueue", "work", "-A", APP_PATH, *args],

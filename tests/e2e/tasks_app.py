@@ -45,10 +45,14 @@ def _ledger_connection() -> psycopg.Connection[object]:
 
 
 def _record(context: pgqueue.JobContext) -> int:
-    row = _ledger_connection().execute(
-        "INSERT INTO ledger (job_id, attempt, pid) VALUES (%s, %s, %s) RETURNING seq",
-        (context.id, context.attempt, os.getpid()),
-    ).fetchone()
+    row = (
+        _ledger_connection()
+        .execute(
+            "INSERT INTO ledger (job_id, attempt, pid) VALUES (%s, %s, %s) RETURNING seq",
+            (context.id, context.attempt, os.getpid()),
+        )
+        .fetchone()
+    )
     assert row is not None
     return int(row[0])
 

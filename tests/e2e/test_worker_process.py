@@ -11,7 +11,15 @@ import pytest
 
 from pgqueue import App, JobState
 from tests.e2e import tasks_app
-from tests.e2e.helpers import FAST_LEASES, run_worker, scalar, start_worker, stop, wait_until, workers
+from tests.e2e.helpers import (
+    FAST_LEASES,
+    run_worker,
+    scalar,
+    start_worker,
+    stop,
+    wait_until,
+    workers,
+)
 
 
 def test_burst_exits_zero_on_empty_queues(dsn: str) -> None:
@@ -21,7 +29,9 @@ def test_burst_exits_zero_on_empty_queues(dsn: str) -> None:
     assert "burst: no job is ready" in result.stderr
 
 
-def test_four_workers_run_each_job_exactly_once(dsn: str, ledger: psycopg.Connection[object]) -> None:
+def test_four_workers_run_each_job_exactly_once(
+    dsn: str, ledger: psycopg.Connection[object]
+) -> None:
     """4 processes x concurrency 8 over 5,000 jobs: every job runs once, none twice."""
     app = App(dsn)
     app.enqueue_many([tasks_app.record.prepare(n=i) for i in range(5000)])
@@ -36,7 +46,9 @@ def test_four_workers_run_each_job_exactly_once(dsn: str, ledger: psycopg.Connec
     app.close()
 
 
-def test_sigkilled_worker_job_is_rescued_and_completed(dsn: str, ledger: psycopg.Connection[object]) -> None:
+def test_sigkilled_worker_job_is_rescued_and_completed(
+    dsn: str, ledger: psycopg.Connection[object]
+) -> None:
     """A worker SIGKILLed mid-job loses nothing: another worker reruns it after the lease."""
     app = App(dsn)
     job = tasks_app.sleep_then_record.enqueue(30)
@@ -72,7 +84,9 @@ def test_sigterm_lets_running_jobs_finish(dsn: str, ledger: psycopg.Connection[o
     app.close()
 
 
-def test_sigterm_releases_jobs_past_the_shutdown_timeout(dsn: str, ledger: psycopg.Connection[object]) -> None:
+def test_sigterm_releases_jobs_past_the_shutdown_timeout(
+    dsn: str, ledger: psycopg.Connection[object]
+) -> None:
     """A job still running at --shutdown-timeout goes back to queued, its attempt handed back."""
     app = App(dsn)
     job = tasks_app.sleep_then_record.enqueue(30)
@@ -110,13 +124,17 @@ def test_exit_code_4_when_schema_not_migrated(empty_dsn: str) -> None:
     """A worker against an unmigrated database exits 4 and names `pgqueue migrate`."""
     result = run_worker(empty_dsn, "--burst")
     assert result.returncode == 4, result.stderr
-    assert "database schema is at revision <none>, this pgqueue requires 0001;" \
-           " run 'pgqueue migrate'" in result.stderr
+    assert (
+        "database schema is at revision <none>, this pgqueue requires 0001;"
+        " run 'pgqueue migrate'" in result.stderr
+    )
 
 
 def test_exit_code_3_when_database_unreachable(dsn: str) -> None:
     """An unreachable database exits 3 with the password redacted."""
-    result = run_worker(dsn, "--burst", PGQUEUE_DATABASE_URL="postgresql://app:s3cret@127.0.0.1:1/app")
+    result = run_worker(
+        dsn, "--burst", PGQUEUE_DATABASE_URL="postgresql://app:s3cret@127.0.0.1:1/app"
+    )
     assert result.returncode == 3, result.stderr
     assert "pgqueue: could not connect to postgresql://app:***@127.0.0.1:1/app" in result.stderr
     assert "s3cret" not in result.stderr
@@ -143,28 +161,35 @@ def test_poison_pill_in_process_pool_goes_dead_after_crash_recoveries(
     poison = tasks_app.poison.enqueue("segv")
     healthy = [tasks_app.record.enqueue(n=i) for i in range(5)]
     ledger.execute("UPDATE pgqueue.jobs SET run_at = now()")  # no waiting for crash backoff
-    process = start_worker(dsn, "--pool", "process", "-c", "2", "--max-crash-recoveries", "2",
-                           "--poll-interval", "0.1")
+    process = start_worker(
+        dsn, "--pool", "process", "-c", "2", "--max-crash-recoveries", "2", "--poll-interval", "0.1"
+    )
     try:
         # Crash backoff is 1 s then 2 s; pull it forward so the test stays quick.
         def settled() -> bool:
             ledger.execute("UPDATE pgqueue.jobs SET run_at = now() WHERE state = 'failed'")
             return app.get_job(poison.id).is_finished and all(
-                app.get_job(j.id).is_finished for j in healthy)
+                app.get_job(j.id).is_finished for j in healthy
+            )
+
         wait_until(settled, timeout=40, interval=0.1)
     finally:
         output = stop(process)
     dead = app.get_job(poison.id)
     assert dead.state is JobState.DEAD, output
-    assert dead.last_error == ("WorkerLost: worker process died while running this job"
-                               " (2/2 crash recoveries; last exit: SIGSEGV)")
+    assert dead.last_error == (
+        "WorkerLost: worker process died while running this job"
+        " (2/2 crash recoveries; last exit: SIGSEGV)"
+    )
     assert all(app.get_job(j.id).state is JobState.SUCCEEDED for j in healthy)
     assert process.returncode == 0
     app.close()
 
 
 @pytest.mark.parametrize("pool", ["thread", "process"])
-def test_timeout_fails_the_attempt_and_retries(dsn: str, ledger: psycopg.Connection[object], pool: str) -> None:
+def test_timeout_fails_the_attempt_and_retries(
+    dsn: str, ledger: psycopg.Connection[object], pool: str
+) -> None:
     """A task past its timeout fails with TimeoutError and is retried, in each pool."""
     app = App(dsn)
     job = tasks_app.too_slow.enqueue(30)
@@ -193,7 +218,9 @@ def test_cancel_running_job(dsn: str, ledger: psycopg.Connection[object]) -> Non
     app = App(dsn)
     job = tasks_app.wait_for_cancel.enqueue()
     with workers(dsn, 1):
-        wait_until(lambda: scalar(ledger, "SELECT count(*) FROM ledger WHERE job_id = %s", (job.id,)))
+        wait_until(
+            lambda: scalar(ledger, "SELECT count(*) FROM ledger WHERE job_id = %s", (job.id,))
+        )
         assert app.cancel_job(job.id) is JobState.RUNNING
         final = wait_until(lambda: (j := app.get_job(job.id)).is_finished and j, timeout=10)
     assert final.state is JobState.CANCELLED
@@ -240,9 +267,12 @@ def test_backend_kills_lose_nothing(dsn: str, ledger: psycopg.Connection[object]
                 " WHERE application_name LIKE 'pgqueue-%' AND datname = current_database()"
             )
             time.sleep(0.3)
-        wait_until(lambda: scalar(
-            ledger, "SELECT count(*) FROM pgqueue.jobs WHERE state = 'succeeded'") == 60,
-            timeout=60)
+        wait_until(
+            lambda: (
+                scalar(ledger, "SELECT count(*) FROM pgqueue.jobs WHERE state = 'succeeded'") == 60
+            ),
+            timeout=60,
+        )
         assert process.poll() is None, "the worker exited"
     finally:
         output = stop(process)
@@ -254,7 +284,7 @@ def test_backend_kills_lose_nothing(dsn: str, ledger: psycopg.Connection[object]
 def test_complete_in_transaction_commits_effects_and_completion_together(
     dsn: str, ledger: psycopg.Connection[object]
 ) -> None:
-    """job.complete(connection) commits with the task's writes; a raise before commit writes neither."""
+    """complete(connection) commits with the task's writes; raising before commit writes neither."""
     app = App(dsn)
     ok = tasks_app.complete_in_transaction.enqueue()
     failing = tasks_app.complete_in_transaction.enqueue(fail=True)
@@ -272,8 +302,9 @@ def test_worker_registry_row_while_running(dsn: str, db: psycopg.Connection[obje
     """A running worker registers itself (host, pid, queues) and removes the row on exit."""
     process = start_worker(dsn, "-Q", "high,default", "--heartbeat", "0.2", "--lease", "1")
     try:
-        row = wait_until(lambda: db.execute(
-            "SELECT pid, queues FROM pgqueue.workers").fetchone(), timeout=10)
+        row = wait_until(
+            lambda: db.execute("SELECT pid, queues FROM pgqueue.workers").fetchone(), timeout=10
+        )
         assert row == (process.pid, ["high", "default"])
     finally:
         stop(process)

@@ -97,7 +97,9 @@ def test_retries_then_dead_letter_then_redrive(app: App) -> None:
     assert dead.attempt == 3
     assert dead.last_error == "ConnectionError: call 3 failed"
     assert [e["attempt"] for e in dead.errors] == [1, 2, 3]
-    assert all(e["type"] == "ConnectionError" and "Traceback" in e["traceback"] for e in dead.errors)
+    assert all(
+        e["type"] == "ConnectionError" and "Traceback" in e["traceback"] for e in dead.errors
+    )
 
     calls.clear()
     calls.extend([1] * 9)  # the next call succeeds
@@ -123,7 +125,9 @@ def test_retry_for_limits_which_errors_retry(app: App) -> None:
     assert final.attempt == 1
 
 
-def test_raise_retry_with_delay_schedules_the_next_attempt(app: App, db: psycopg.Connection[object]) -> None:
+def test_raise_retry_with_delay_schedules_the_next_attempt(
+    app: App, db: psycopg.Connection[object]
+) -> None:
     """raise Retry(delay=60) schedules the next attempt 60 s later by the database clock."""
 
     @app.task(max_attempts=3)
@@ -133,7 +137,8 @@ def test_raise_retry_with_delay_schedules_the_next_attempt(app: App, db: psycopg
     job = later.enqueue()
     burst(app)
     row = db.execute(
-        "SELECT state, last_error, extract(epoch FROM run_at - now()) FROM pgqueue.jobs WHERE id = %s",
+        "SELECT state, last_error, extract(epoch FROM run_at - now())"
+        " FROM pgqueue.jobs WHERE id = %s",
         (job.id,),
     ).fetchone()
     assert row is not None
@@ -197,7 +202,9 @@ def test_unknown_task_is_retried_then_dead_never_discarded(app: App) -> None:
     final = app.get_job(job.id)
     assert final.state is JobState.DEAD
     assert final.last_error is not None
-    assert final.last_error.startswith("UnknownTaskError: no handler for task 'send_emial' on worker ")
+    assert final.last_error.startswith(
+        "UnknownTaskError: no handler for task 'send_emial' on worker "
+    )
     assert final.last_error.endswith("(queues: default)")
 
 
@@ -229,7 +236,9 @@ def test_scheduled_jobs_wait_for_run_at(app: App) -> None:
     assert app.get_job(job.id).state is JobState.QUEUED
 
 
-def test_stale_completion_after_rescue_changes_nothing(app: App, db: psycopg.Connection[object]) -> None:
+def test_stale_completion_after_rescue_changes_nothing(
+    app: App, db: psycopg.Connection[object]
+) -> None:
     """Once a lease is rescued, completing with the old token updates 0 rows."""
 
     @app.task
@@ -247,13 +256,18 @@ def test_stale_completion_after_rescue_changes_nothing(app: App, db: psycopg.Con
     assert result.requeued == 1
     rows = db.execute(
         queries.render(queries.JOB_SUCCEED_MANY, schema),
-        {"ids": [old.id], "lease_tokens": [old.lease_token], "results": ["1"],
-         "events_channel": app.events_channel},
+        {
+            "ids": [old.id],
+            "lease_tokens": [old.lease_token],
+            "results": ["1"],
+            "events_channel": app.events_channel,
+        },
     ).fetchall()
     assert rows == [(None, None)]
     rescued = app.get_job(job.id)
     assert rescued.state is JobState.FAILED
-    assert rescued.last_error is not None and rescued.last_error.startswith("worker lost")
+    assert rescued.last_error is not None
+    assert rescued.last_error.startswith("worker lost")
 
 
 def test_cancel_queued_job(app: App) -> None:

@@ -20,11 +20,29 @@ def test_all_names_exist() -> None:
 def test_exact_public_names() -> None:
     """Adding a public name is a decision: this list changes with it."""
     assert pgqueue.__all__ == [
-        "App", "ArgumentError", "ConfigurationError", "ConnectionLost",
-        "DatabaseUnavailableError", "EnqueueError", "InvalidOptionError", "Job", "JobContext",
-        "JobFailedError", "JobNotFoundError", "JobSpec", "JobState", "PayloadTooLargeError",
-        "PgqueueError", "Retry", "SchemaNotMigratedError", "SerializationError", "Task",
-        "UnknownTaskError", "Worker", "WorkerConfig", "__version__",
+        "App",
+        "ArgumentError",
+        "ConfigurationError",
+        "ConnectionLost",
+        "DatabaseUnavailableError",
+        "EnqueueError",
+        "InvalidOptionError",
+        "Job",
+        "JobContext",
+        "JobFailedError",
+        "JobNotFoundError",
+        "JobSpec",
+        "JobState",
+        "PayloadTooLargeError",
+        "PgqueueError",
+        "Retry",
+        "SchemaNotMigratedError",
+        "SerializationError",
+        "Task",
+        "UnknownTaskError",
+        "Worker",
+        "WorkerConfig",
+        "__version__",
     ]
 
 
