@@ -1,4 +1,4 @@
-"""Summaries of repeated measurements: median with min–max, and latency percentiles."""
+"""Summaries of repeated measurements: median with min-max, and latency percentiles."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ __all__ = ["Summary", "per_second", "percentile", "summarize"]
 
 @dataclass(frozen=True)
 class Summary:
-    """One figure over several runs: the median is what we quote, min–max shows the noise."""
+    """One figure over several runs: the median is what we quote, min-max shows the noise."""
 
     median: float
     low: float

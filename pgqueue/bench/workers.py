@@ -60,7 +60,8 @@ class WorkerProcess:
             argv.append("--burst")
         if not options.listen:
             argv.append("--no-listen")
-        self._stderr: IO[str] = tempfile.TemporaryFile("w+")
+        # Closed in wait(): it must outlive this constructor, as long as the child runs.
+        self._stderr: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.process = subprocess.Popen(
             argv, env={**os.environ, DSN_ENV_VAR: dsn}, stdout=subprocess.PIPE,
             stderr=self._stderr, text=True,
