@@ -22,7 +22,6 @@ from pgqueue.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     JobFailedError,
-    JobNotFoundError,
     PgqueueError,
     SchemaNotMigratedError,
 )
@@ -67,9 +66,17 @@ class Context:
     def __init__(self, dsn: str | None, schema: str) -> None:
         self.dsn = dsn
         self.schema = schema
+        self._apps: list[App] = []
 
     def app(self) -> App:
-        return App(self.dsn, schema=self.schema)
+        """An App for this command; its connections close when the command ends."""
+        application = App(self.dsn, schema=self.schema)
+        self._apps.append(application)
+        return application
+
+    def close(self) -> None:
+        for application in self._apps:
+            application.close()
 
 
 def _announce_embedded(app: App) -> None:
@@ -96,6 +103,7 @@ def _announce_embedded(app: App) -> None:
 def main(ctx: click.Context, dsn: str | None, schema: str) -> None:
     """pgqueue: a PostgreSQL-backed job queue."""
     ctx.obj = Context(dsn, schema)
+    ctx.call_on_close(ctx.obj.close)
 
 
 main.add_command(db)
@@ -151,52 +159,12 @@ def wait_command(obj: Context, job_id: int, timeout: float | None) -> None:
     click.echo(json.dumps(result))
 
 
-def _for_each_id(job_ids: tuple[int, ...], action: Callable[[int], str]) -> None:
-    """Run ``action`` on every id, report each, and exit 1 if any id failed."""
-    failed = False
-    for job_id in job_ids:
-        try:
-            click.echo(f"job {job_id}: {action(job_id)}")
-        except (JobNotFoundError, PgqueueError) as error:
-            if isinstance(error, (ConfigurationError, DatabaseUnavailableError)):
-                raise
-            click.echo(f"pgqueue: job {job_id}: {error}", err=True)
-            failed = True
-    if failed:
-        raise click.exceptions.Exit(EXIT_UNEXPECTED)
-
-
-@main.command("retry")
-@click.argument("job_ids", type=int, nargs=-1, required=True)
-@click.pass_obj
-@handle_errors
-def retry_command(obj: Context, job_ids: tuple[int, ...]) -> None:
-    """Queue finished jobs (dead, cancelled, ...) to run again now."""
-    app = obj.app()
-    _for_each_id(job_ids, lambda job_id: f"queued again ({app.retry_job(job_id).queue})")
-
-
-@main.command("cancel")
-@click.argument("job_ids", type=int, nargs=-1, required=True)
-@click.pass_obj
-@handle_errors
-def cancel_command(obj: Context, job_ids: tuple[int, ...]) -> None:
-    """Cancel jobs: at once if waiting, by request if running."""
-    app = obj.app()
-
-    def cancel(job_id: int) -> str:
-        state = app.cancel_job(job_id)
-        if state.value == "running":
-            return "cancellation requested (it is running)"
-        return f"{state.value}"
-
-    _for_each_id(job_ids, cancel)
-
-
 def _register_worker_commands() -> None:
+    from pgqueue.cli_admin import register
     from pgqueue.cli_bench import bench_command
     from pgqueue.cli_work import demo_command, work_command
 
+    register(main)
     main.add_command(work_command)
     main.add_command(demo_command)
     main.add_command(bench_command)

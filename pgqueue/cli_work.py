@@ -113,6 +113,14 @@ __all__ = ["demo_command", "work_command"]
     help="Rescues before a job is declared dead.",
 )
 @click.option("--no-listen", is_flag=True, help="Do not LISTEN; poll only.")
+@click.option("--retention", default="1d", show_default=True,
+              help="Delete succeeded and cancelled jobs this long after they finish"
+                   " (30s, 15m, 2h, 7d; 'forever' keeps them).")
+@click.option("--dead-retention", default="30d", show_default=True,
+              help="Delete dead jobs this long after they die ('forever' keeps them).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              envvar="PGQUEUE_METRICS_PORT",
+              help="Serve Prometheus metrics on this port [env PGQUEUE_METRICS_PORT].")
 @click.pass_obj
 @handle_errors
 def work_command(
@@ -131,6 +139,9 @@ def work_command(
     rescue_interval: float,
     max_crash_recoveries: int,
     no_listen: bool,
+    retention: str,
+    dead_retention: str,
+    metrics_port: int | None,
 ) -> None:
     """Run a worker: claim jobs from the queues and run them until stopped.
 
@@ -154,6 +165,9 @@ def work_command(
         rescue_interval=rescue_interval,
         max_crash_recoveries=max_crash_recoveries,
         listen=not no_listen,
+        retention_seconds=_retention(retention),
+        dead_retention_seconds=_retention(dead_retention),
+        metrics_port=metrics_port,
         app_path=app_path,
     )
     app = load_app(app_path)
@@ -163,6 +177,12 @@ def work_command(
         click.echo(app.embedded_description, err=True)
     code = Worker(app, config).run()
     _exit_even_with_stuck_threads(code)
+
+
+def _retention(text: str) -> float | None:
+    from pgqueue.durations import parse_duration
+
+    return None if text.strip().lower() == "forever" else parse_duration(text)
 
 
 def _exit_even_with_stuck_threads(code: int) -> None:

@@ -17,11 +17,14 @@ import psycopg
 from pgqueue import queries
 from pgqueue.schema import events_channel, notify_channel
 
-__all__ = ["RescueResult", "Rescuer"]
+__all__ = ["Pruner", "RescueResult", "Rescuer"]
 
 logger = logging.getLogger("pgqueue.maintenance")
 
 RESCUE_BATCH_DEFAULT = 500
+PRUNE_BATCH_DEFAULT = 1000
+RETENTION_SECONDS_DEFAULT = 86400.0  # succeeded and cancelled jobs: 1 day
+DEAD_RETENTION_SECONDS_DEFAULT = 30 * 86400.0  # dead jobs: 30 days
 
 
 @dataclass(frozen=True)
@@ -85,3 +88,60 @@ class Rescuer:
                 if len(rows) < self.batch_size:
                     break
         return RescueResult(requeued=requeued, dead=dead)
+
+
+class Pruner:
+    """Deletes finished jobs after their retention period, a small batch at a time.
+
+    Succeeded and cancelled jobs go after ``retention_seconds``, dead ones after
+    ``dead_retention_seconds`` (kept longer: they are the dead-letter queue).
+    ``None`` keeps them forever. Each batch is its own short transaction under a
+    try-lock, so pruning never blocks claims and workers take turns.
+    """
+
+    def __init__(
+        self,
+        schema: str,
+        *,
+        retention_seconds: float | None = RETENTION_SECONDS_DEFAULT,
+        dead_retention_seconds: float | None = DEAD_RETENTION_SECONDS_DEFAULT,
+        batch_size: int = PRUNE_BATCH_DEFAULT,
+        max_batches: int = 20,
+    ) -> None:
+        self.schema = schema
+        self.retention_seconds = retention_seconds
+        self.dead_retention_seconds = dead_retention_seconds
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+
+    def run_once(self, connection: psycopg.Connection[Any]) -> int:
+        """Delete up to ``max_batches`` batches of expired jobs; return how many."""
+        deleted = 0
+        rules = [
+            (["succeeded", "cancelled"], self.retention_seconds),
+            (["dead"], self.dead_retention_seconds),
+        ]
+        for states, older_than in rules:
+            if older_than is None:
+                continue
+            for _ in range(self.max_batches):
+                with connection.transaction():
+                    locked = connection.execute(
+                        queries.ADVISORY_XACT_LOCK_TRY, {"key": f"pgqueue.pruner.{self.schema}"}
+                    ).fetchone()
+                    if not (locked and locked[0]):
+                        return deleted
+                    rows = connection.execute(
+                        queries.render(queries.JOB_DELETE_FINISHED_BEFORE, self.schema),
+                        {
+                            "states": states,
+                            "older_than_seconds": older_than,
+                            "limit": self.batch_size,
+                        },
+                    ).fetchall()
+                deleted += len(rows)
+                if len(rows) < self.batch_size:
+                    break
+        if deleted:
+            logger.info("pruned %d finished job(s) past their retention", deleted)
+        return deleted

@@ -30,6 +30,39 @@ ADVISORY_LOCK_WAIT = "SELECT pg_advisory_lock(hashtextextended(%(key)s, 0))"
 # Let one worker at a time do a maintenance round; the others skip it.
 ADVISORY_XACT_LOCK_TRY = "SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0))"
 
+# Doctor: backends whose snapshot holds back vacuum (pins xmin) for too long.
+DOCTOR_OLD_TRANSACTIONS = """
+SELECT pid, coalesce(application_name, ''), state,
+       extract(epoch FROM now() - xact_start)::float8 AS age_seconds, left(query, 80)
+FROM pg_stat_activity
+WHERE (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) AND xact_start IS NOT NULL
+  AND pid <> pg_backend_pid()
+  AND now() - xact_start > make_interval(secs => %(older_than_seconds)s)
+ORDER BY xact_start
+"""
+
+# Doctor: connections in use against the server's limit.
+DOCTOR_CONNECTIONS = """
+SELECT (SELECT count(*) FROM pg_stat_activity)::int,
+       current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+"""
+
+# Doctor: dead tuples and vacuum history of the jobs table.
+DOCTOR_TABLE_HEALTH = """
+SELECT n_live_tup, n_dead_tup, last_autovacuum, current_setting('autovacuum'),
+       (SELECT reloptions FROM pg_class WHERE oid = relid)
+FROM pg_stat_user_tables
+WHERE schemaname = %(schema)s AND relname = 'jobs'
+"""
+
+# Doctor: running jobs whose lease expired long ago (is any rescuer running?).
+DOCTOR_EXPIRED_LEASES = """
+SELECT count(*)::int, extract(epoch FROM now() - min(lease_expires_at))::float8
+FROM {schema}.jobs
+WHERE state = 'running' AND lease_expires_at < now() - make_interval(secs => %(grace_seconds)s)
+"""
+
 # Cancel jobs that have not started; they finish at once.
 JOB_CANCEL_WAITING = """
 UPDATE {schema}.jobs
@@ -90,6 +123,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
+RETURNING id
 """
 
 # Record a failed attempt: 'failed' with the next run_at, or 'dead'/'cancelled'.
@@ -242,11 +276,123 @@ SELECT all_ids,
 FROM ids
 """
 
+# Cancel waiting jobs matching the operator's filters, a batch at a time.
+JOB_CANCEL_WAITING_FILTERED = """
+UPDATE {schema}.jobs
+SET state = 'cancelled', finished_at = now()
+WHERE id IN (
+    SELECT id FROM {schema}.jobs
+    WHERE state IN ('queued', 'failed')
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(task)s::text IS NULL OR task = %(task)s::text)
+      AND created_at < now() - make_interval(secs => %(older_than_seconds)s)
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+
+# Delete finished jobs matching the operator's filters; never running ones.
+JOB_DELETE_FILTERED = """
+DELETE FROM {schema}.jobs
+WHERE id IN (
+    SELECT id FROM {schema}.jobs
+    WHERE state = ANY(%(states)s::text[]) AND state <> 'running'
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(task)s::text IS NULL OR task = %(task)s::text)
+      AND coalesce(finished_at, created_at)
+          < now() - make_interval(secs => %(older_than_seconds)s)
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+
+# Newest first, every filter optional; for `pgqueue jobs list`.
+JOB_LIST_FILTERED = """
+SELECT id, queue, task, state, priority, attempt, max_attempts, run_at, created_at,
+       finished_at, last_error
+FROM {schema}.jobs
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+# Redrive jobs matching the operator's filters (the dead-letter queue, usually).
+JOB_RETRY_FILTERED = """
+WITH retried AS (
+    UPDATE {schema}.jobs
+    SET state = 'queued', run_at = now(), finished_at = NULL, crash_count = 0,
+        cancel_requested_at = NULL, result = NULL,
+        max_attempts = least(100, greatest(max_attempts, attempt + 1))
+    WHERE id IN (
+        SELECT id FROM {schema}.jobs
+        WHERE state = %(state)s::text
+          AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+          AND (%(task)s::text IS NULL OR task = %(task)s::text)
+          AND coalesce(finished_at, created_at)
+              < now() - make_interval(secs => %(older_than_seconds)s)
+        ORDER BY id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, queue
+)
+SELECT id, pg_notify(%(notify_channel)s, queue) FROM retried
+"""
+
+QUEUE_LIST_KNOWN = """
+SELECT queue FROM {schema}.jobs GROUP BY queue
+UNION
+SELECT name FROM {schema}.queues
+ORDER BY 1
+"""
+
 QUEUE_LIST_PAUSED = "SELECT name FROM {schema}.queues WHERE paused_at IS NOT NULL"
+
+# Tell workers to re-read which queues are paused.
+QUEUE_PAUSE_ANNOUNCE = "SELECT pg_notify(%(events_channel)s, 'paused ' || %(queue)s::text)"
+
+QUEUE_PAUSE = """
+INSERT INTO {schema}.queues (name, paused_at) VALUES (%(queue)s, now())
+ON CONFLICT (name) DO UPDATE SET paused_at = coalesce({schema}.queues.paused_at, now())
+"""
+
+# Resume a queue and wake its workers.
+QUEUE_RESUME = """
+WITH resumed AS (
+    UPDATE {schema}.queues SET paused_at = NULL WHERE name = %(queue)s RETURNING name
+)
+SELECT name, pg_notify(%(notify_channel)s, name) FROM resumed
+"""
+
+QUEUE_STATS = """
+SELECT queue, queued, scheduled, running, retrying, dead, succeeded, cancelled,
+       oldest_ready_seconds, jobs_per_second_1m, paused
+FROM {schema}.queue_stats
+ORDER BY queue
+"""
 
 SCHEMA_REVISION_GET = "SELECT version_num FROM {schema}.pgqueue_alembic_version"
 
 WORKER_DELETE = "DELETE FROM {schema}.workers WHERE id = %(id)s"
+
+# Forget workers that stopped heartbeating long ago (killed without cleanup).
+WORKER_DELETE_STALE = """
+DELETE FROM {schema}.workers
+WHERE heartbeat_at < now() - make_interval(secs => %(older_than_seconds)s)
+"""
+
+WORKER_LIST = """
+SELECT id, hostname, pid, queues, concurrency, started_at,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
+FROM {schema}.workers
+ORDER BY started_at
+"""
 
 WORKER_UPSERT = """
 INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency)

@@ -18,6 +18,9 @@ RESCUE_INTERVAL_DEFAULT = 15.0
 MAX_CRASH_RECOVERIES_DEFAULT = 3
 SHUTDOWN_TIMEOUT_DEFAULT = 30.0
 POOLS = ("thread", "process")
+PRUNE_INTERVAL_DEFAULT = 60.0
+RETENTION_SECONDS_DEFAULT = 86400.0
+DEAD_RETENTION_SECONDS_DEFAULT = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,13 @@ class WorkerConfig:
             before it releases them back to the queue.
         burst: exit once no job is ready and none is running.
         listen: use LISTEN/NOTIFY for wake-ups (polling always runs too).
+        retention_seconds: succeeded and cancelled jobs are deleted this long after
+            they finish (None keeps them).
+        dead_retention_seconds: dead jobs are deleted this long after they die
+            (None keeps them).
+        prune_interval: seconds between pruning rounds.
+        metrics_port: serve Prometheus metrics on this port (None: off).
+        app_path: the App's import path; needed by the process pool.
     """
 
     queues: tuple[QueueSpec, ...] = (QueueSpec("default"),)
@@ -91,6 +101,10 @@ class WorkerConfig:
     shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT
     burst: bool = False
     listen: bool = True
+    retention_seconds: float | None = RETENTION_SECONDS_DEFAULT
+    dead_retention_seconds: float | None = DEAD_RETENTION_SECONDS_DEFAULT
+    prune_interval: float = PRUNE_INTERVAL_DEFAULT
+    metrics_port: int | None = None
     app_path: str | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -102,7 +116,13 @@ class WorkerConfig:
             )
         if self.pool not in POOLS:
             raise ConfigurationError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
-        for name in ("heartbeat_seconds", "poll_interval", "rescue_interval", "lease_seconds"):
+        for name in (
+            "heartbeat_seconds",
+            "poll_interval",
+            "rescue_interval",
+            "lease_seconds",
+            "prune_interval",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.lease_seconds < 3 * self.heartbeat_seconds:

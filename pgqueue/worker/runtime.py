@@ -32,11 +32,13 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+import psycopg
+
 from pgqueue import queries
 from pgqueue.app import App
 from pgqueue.errors import ConfigurationError, UnknownTaskError
 from pgqueue.faults import faultpoint
-from pgqueue.maintenance import Rescuer
+from pgqueue.maintenance import Pruner, Rescuer
 from pgqueue.migrate import check_schema
 from pgqueue.worker.completer import Completer, Finished
 from pgqueue.worker.config import WorkerConfig
@@ -53,6 +55,7 @@ from pgqueue.worker.execution import (
     run_job_async,
     timeout_error,
 )
+from pgqueue.worker.metrics import WorkerMetrics
 from pgqueue.worker.notifier import Notifier
 
 __all__ = ["Worker", "WorkerStats"]
@@ -119,6 +122,10 @@ class Worker:
         self._held: dict[int, ClaimedJob] = {}
         self._maybe_work = True
         self._listening = False
+        self._paused: frozenset[str] = frozenset()
+        self._paused_stale = True
+        self.metrics: WorkerMetrics | None = None
+        self._notifier: Notifier | None = None
         self._queue_names = set(config.queue_names)
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,7 +154,7 @@ class Worker:
         )
         if config.pool == "thread" and any(t.is_async for t in self.app.tasks.values()):
             self._start_event_loop()
-        self._notifier: Notifier | None = None
+        self._notifier = None
         # A burst worker claims in a tight loop until idle; it has nothing to wait for.
         if config.listen and not config.burst:
             self._notifier = Notifier(
@@ -157,6 +164,8 @@ class Worker:
                 self._on_listener_connected,
             )
             self._notifier.start()
+        if config.metrics_port is not None:
+            self.metrics = WorkerMetrics(self.app, config.metrics_port, self._reconnect_count)
         self._start_thread(self._heartbeat_loop, "pgqueue-heartbeat")
         self._start_thread(self._maintenance_loop, "pgqueue-maintenance")
         restore = self._install_signal_handlers()
@@ -177,6 +186,16 @@ class Worker:
             restore()
             self._shutdown()
         return self.exit_code
+
+    def _reconnect_count(self) -> int:
+        connections = (
+            self._claimer,
+            self._completer_connection,
+            self._heartbeat_connection,
+            self._maintenance_connection,
+        )
+        listener = self._notifier.reconnects if self._notifier is not None else 0
+        return sum(c.reconnects for c in connections) + listener
 
     def stop(self, *, force: bool = False) -> None:
         """Ask the worker to stop; ``force`` releases running jobs without waiting."""
@@ -262,9 +281,14 @@ class Worker:
         while not self._stopping.is_set():
             self._enforce_timeouts()
             now = time.monotonic()
-            if now >= next_poll:
+            if now >= next_poll or self._paused_stale:
                 self._maybe_work = True
                 next_poll = now + config.poll_interval * random.uniform(0.9, 1.1)
+                try:
+                    self._refresh_paused()
+                except Disconnected as error:
+                    self._stopping.wait(backoff.failed(error))
+                    continue
             claimed = 0
             free = self._free_slots()
             if free > 0 and self._maybe_work:
@@ -295,6 +319,18 @@ class Worker:
             self._wake.wait(max(0.0, timeout))
             self._wake.clear()
 
+    def _refresh_paused(self) -> None:
+        """Re-read which queues are paused (state lives in the queues table)."""
+        self._paused_stale = False
+        rows = self._claimer.run(queries.QUEUE_LIST_PAUSED, {})
+        paused = frozenset(row[0] for row in rows) & self._queue_names
+        if paused != self._paused:
+            for name in sorted(paused - self._paused):
+                logger.warning("queue %s is paused: not claiming from it", name)
+            for name in sorted(self._paused - paused):
+                logger.warning("queue %s resumed", name)
+            self._paused = paused
+
     def _idle(self) -> bool:
         # Threads stuck past their timeout still hold a slot but no job: ignore them.
         with self._lock:
@@ -318,6 +354,8 @@ class Worker:
         exhausted = True
         counts = self._per_queue_running() if any(q.limit for q in self.config.queues) else {}
         for spec in self.config.queues:
+            if spec.name in self._paused:
+                continue
             want = free - total
             if spec.limit is not None:
                 want = min(want, spec.limit - counts.get(spec.name, 0))
@@ -471,7 +509,13 @@ class Worker:
             self._held.pop(job.id, None)
         if not written and not job.completed_in_transaction:
             self.stats.stale += 1
+            if self.metrics is not None:
+                self.metrics.stale_completion()
             return
+        if self.metrics is not None:
+            self.metrics.job_finished(
+                job.task, job.queue, _outcome_label(outcome), finished.runtime
+            )
         if isinstance(outcome, Succeeded) or job.completed_in_transaction:
             self.stats.succeeded += 1
             if logger.isEnabledFor(logging.INFO):
@@ -524,6 +568,10 @@ class Worker:
                 self._wake.set()
             return
         kind, _, rest = payload.partition(" ")
+        if kind == "paused":
+            self._paused_stale = True
+            self._wake.set()
+            return
         if kind == "cancel":
             try:
                 job_id = int(rest)
@@ -605,30 +653,44 @@ class Worker:
     # ----------------------------------------------------------- maintenance
 
     def _maintenance_loop(self) -> None:
-        rescuer = Rescuer(self.app.schema, max_crash_recoveries=self.config.max_crash_recoveries)
+        config = self.config
+        rescuer = Rescuer(self.app.schema, max_crash_recoveries=config.max_crash_recoveries)
+        pruner = Pruner(
+            self.app.schema,
+            retention_seconds=config.retention_seconds,
+            dead_retention_seconds=config.dead_retention_seconds,
+        )
         backoff = Backoff("pgqueue maintenance")
         # Spread workers that started together over the interval.
-        delay = random.uniform(0, self.config.rescue_interval) if not self.config.burst else 0.0
+        delay = random.uniform(0, config.rescue_interval) if not config.burst else 0.0
+        next_prune = time.monotonic() + random.uniform(0, config.prune_interval)
         while not self._finished.wait(delay):
-            delay = self.config.rescue_interval
+            delay = config.rescue_interval
             try:
                 connection = self._maintenance_connection.get()
                 result = rescuer.run_once(connection)
                 self.stats.rescued += result.requeued + result.dead
+                if self.metrics is not None:
+                    self.metrics.rescued(result.requeued + result.dead)
                 if result.requeued:
                     self._maybe_work = True
                     self._wake.set()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + config.prune_interval
+                    pruner.run_once(connection)
+                    # A worker silent for 10 leases is gone; its row only misleads.
+                    self._maintenance_connection.run(
+                        queries.WORKER_DELETE_STALE,
+                        {"older_than_seconds": 10 * config.lease_seconds},
+                    )
                 backoff.succeeded()
             except Disconnected as error:
                 delay = backoff.failed(error)
-            except Exception as error:
-                import psycopg
-
-                if isinstance(error, psycopg.OperationalError):
-                    self._maintenance_connection.discard()
-                    delay = backoff.failed(error)
-                else:
-                    logger.exception("maintenance round failed; trying again in %gs", delay)
+            except psycopg.OperationalError as error:
+                self._maintenance_connection.discard()
+                delay = backoff.failed(error)
+            except Exception:
+                logger.exception("maintenance round failed; trying again in %gs", delay)
 
     # ------------------------------------------------------------- shutdown
 
@@ -700,6 +762,8 @@ class Worker:
         ):
             connection.close()
         self.stats.stale = max(self.stats.stale, self._completer.stale)
+        if self.metrics is not None:
+            self.metrics.close()
         logger.info(
             "worker %s stopped: %d succeeded, %d failed, %d dead, %d cancelled, %d released,"
             " %d stale",
@@ -711,3 +775,11 @@ class Worker:
             self.stats.released,
             self.stats.stale,
         )
+
+
+def _outcome_label(outcome: Outcome) -> str:
+    if isinstance(outcome, Succeeded):
+        return "succeeded"
+    if isinstance(outcome, Cancelled):
+        return "cancelled"
+    return "dead" if outcome.dead else "failed"

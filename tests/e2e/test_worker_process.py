@@ -125,7 +125,7 @@ def test_exit_code_4_when_schema_not_migrated(empty_dsn: str) -> None:
     result = run_worker(empty_dsn, "--burst")
     assert result.returncode == 4, result.stderr
     assert (
-        "database schema is at revision <none>, this pgqueue requires 0001;"
+        "database schema is at revision <none>, this pgqueue requires 0002;"
         " run 'pgqueue migrate'" in result.stderr
     )
 
