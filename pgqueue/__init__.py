@@ -24,6 +24,8 @@ from pgqueue.errors import (
     UnknownTaskError,
 )
 from pgqueue.jobs import Job, JobState
+from pgqueue.results import AsyncResult
+from pgqueue.shared import shared_task
 from pgqueue.tasks import JobSpec, Task
 from pgqueue.worker import Worker, WorkerConfig
 from pgqueue.worker.execution import JobContext
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "ArgumentError",
+    "AsyncResult",
     "ConfigurationError",
     "ConnectionLost",
     "DatabaseUnavailableError",
@@ -54,4 +57,5 @@ __all__ = [
     "Worker",
     "WorkerConfig",
     "__version__",
+    "shared_task",
 ]

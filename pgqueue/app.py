@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgqueue import db, queries
+from pgqueue import db, queries, shared
 from pgqueue.dsn import redact_dsn, redact_text, resolve_dsn
 from pgqueue.errors import (
     ConfigurationError,
@@ -27,14 +27,17 @@ from pgqueue.errors import (
 )
 from pgqueue.jobs import FINISHED_STATES, Job, JobState
 from pgqueue.payload import MAX_PAYLOAD_BYTES_DEFAULT, JsonDefault, dump_args
-from pgqueue.retry import BACKOFF_BASE_DEFAULT, BACKOFF_MAX_DEFAULT, RetryPolicy
+from pgqueue.results import AsyncResult
+from pgqueue.retry import BACKOFF_BASE_DEFAULT, BACKOFF_MAX_DEFAULT
 from pgqueue.schema import DEFAULT_SCHEMA, events_channel, notify_channel, validate_schema_name
+from pgqueue.task_options import TaskOptions, TaskRoutes, build_task_options
 from pgqueue.tasks import (
     MAX_ATTEMPTS_DEFAULT,
     QUEUE_DEFAULT,
     JobSpec,
     Task,
     validate_countdown,
+    validate_expires,
     validate_max_attempts,
     validate_priority,
     validate_queue,
@@ -72,6 +75,7 @@ def row_to_job(row: db.Row, app: App | None = None) -> Job:
         last_error,
         errors,
         worker_id,
+        expires_at,
     ) = row
     return Job(
         id=job_id,
@@ -90,6 +94,7 @@ def row_to_job(row: db.Row, app: App | None = None) -> Job:
         last_error=last_error,
         errors=list(errors or []),
         worker_id=worker_id,
+        expires_at=expires_at,
         _app=app,
     )
 
@@ -106,6 +111,8 @@ class App:
             JSON lacks (datetimes, decimals...). Tasks then receive the encoded form.
         pool_size: connections this process keeps for enqueueing and queries.
         connect_timeout: seconds to wait for a connection before giving up.
+        task_routes: Celery-style routes, task-name glob -> queue (or
+            ``{"queue": ..., "priority": ...}``), for tasks that name no queue.
 
     Creating an App opens nothing; the first enqueue or query connects.
     """
@@ -119,6 +126,7 @@ class App:
         json_default: JsonDefault | None = None,
         pool_size: int = POOL_SIZE_DEFAULT,
         connect_timeout: float = CONNECT_TIMEOUT_DEFAULT,
+        task_routes: Mapping[str, str | Mapping[str, Any]] | None = None,
     ) -> None:
         self.schema = validate_schema_name(schema)
         self._dsn = resolve_dsn(dsn)
@@ -131,12 +139,14 @@ class App:
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.tasks: dict[str, Task[Any]] = {}
+        self.routes = TaskRoutes(task_routes)
         self.notify_channel = notify_channel(self.schema)
         self.events_channel = events_channel(self.schema)
         self._lock = threading.RLock()
         self._pool: ConnectionPool | None = None
         self._async_pool: AsyncConnectionPool | None = None
         self.embedded_description: str | None = None
+        shared.attach(self)
 
     def __repr__(self) -> str:
         where = redact_dsn(self._dsn) if self._dsn else "embedded"
@@ -157,6 +167,14 @@ class App:
                     logger.info("%s", self.embedded_description)
                     self._dsn = server.dsn
         return self._dsn
+
+    def set_as_current(self) -> None:
+        """Make this the app that shared tasks enqueue through."""
+        shared.set_current(self)
+
+    def AsyncResult(self, job_id: int) -> AsyncResult:
+        """A Celery-style live handle on job ``job_id``."""
+        return AsyncResult(job_id, self)
 
     def use_database(self, dsn: str) -> None:
         """Point this app at ``dsn`` (the CLI's ``--dsn``); only before it has connected."""
@@ -318,15 +336,16 @@ class App:
         /,
         *,
         name: str | None = None,
-        queue: str = QUEUE_DEFAULT,
-        priority: int = 0,
-        max_attempts: int = MAX_ATTEMPTS_DEFAULT,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
         timeout: float | None = None,
-        retry_for: tuple[type[BaseException], ...] = (Exception,),
+        retry_for: tuple[type[BaseException], ...] | None = None,
         retry_backoff: float | bool = BACKOFF_BASE_DEFAULT,
         retry_backoff_max: float = BACKOFF_MAX_DEFAULT,
         retry_jitter: bool = True,
         pass_context: bool = False,
+        **celery_options: Any,
     ) -> Callable[[Callable[..., R2]], Task[R2]]: ...
 
     def task(
@@ -335,69 +354,83 @@ class App:
         /,
         *,
         name: str | None = None,
-        queue: str = QUEUE_DEFAULT,
-        priority: int = 0,
-        max_attempts: int = MAX_ATTEMPTS_DEFAULT,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
         timeout: float | None = None,
-        retry_for: tuple[type[BaseException], ...] = (Exception,),
+        retry_for: tuple[type[BaseException], ...] | None = None,
         retry_backoff: float | bool = BACKOFF_BASE_DEFAULT,
         retry_backoff_max: float = BACKOFF_MAX_DEFAULT,
         retry_jitter: bool = True,
         pass_context: bool = False,
+        **celery_options: Any,
     ) -> Task[R] | Callable[[Callable[..., R]], Task[R]]:
         """Register a function as a task (``@app.task`` or ``@app.task(...)``).
 
         Args:
             name: the name jobs store; defaults to the function's ``__name__``.
-            queue, priority, max_attempts: defaults for this task's jobs.
+            queue: default queue; else the first matching ``task_routes`` entry,
+                else ``default``.
+            priority: default priority, -100..100, higher first (default 0).
+            max_attempts: attempts before the job is dead (default 5).
             timeout: seconds an attempt may run before it fails with TimeoutError.
-            retry_for: exception types that are retried; any other goes ``dead``.
+            retry_for: exception types that are retried; any other goes ``dead``
+                at once (default: every Exception).
             retry_backoff: base seconds of exponential backoff (``True`` = 1 s,
                 ``False`` or ``0`` = retry at once).
-            retry_backoff_max: cap on one backoff delay, seconds.
-            retry_jitter: randomise each delay in ``[0, delay]``.
+            retry_backoff_max: cap on one backoff delay, seconds (default 600).
+            retry_jitter: randomise each delay in ``[0, delay]`` (default True).
             pass_context: call the function with a ``JobContext`` first (job id,
                 attempt, cancellation, ``complete(connection)``).
+            **celery_options: Celery's names with Celery's meanings: ``bind``,
+                ``autoretry_for``, ``max_retries``, ``default_retry_delay``,
+                ``time_limit``, ``ignore_result``, ``acks_late=True``,
+                ``track_started=True``. Options pgqueue cannot honour raise
+                ConfigurationError saying why.
         """
-        if isinstance(retry_backoff, bool):
-            retry_backoff = BACKOFF_BASE_DEFAULT if retry_backoff else 0.0
-        policy = RetryPolicy(
-            backoff=float(retry_backoff),
-            backoff_max=float(retry_backoff_max),
-            jitter=retry_jitter,
-            retry_for=tuple(retry_for),
+        options = build_task_options(
+            name=name, queue=queue, priority=priority, max_attempts=max_attempts,
+            timeout=timeout, retry_for=retry_for, retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
+            pass_context=pass_context, extra=celery_options,
         )
 
         def register(function: Callable[..., R]) -> Task[R]:
-            task_name = name or function.__name__
-            if not isinstance(task_name, str) or not 1 <= len(task_name) <= 255:
-                raise InvalidOptionError(
-                    f"task name must be 1 to 255 characters, got {task_name!r}"
-                )
-            existing = self.tasks.get(task_name)
-            if existing is not None and existing.func is not function:
-                raise ConfigurationError(
-                    f"task '{task_name}' is already registered by"
-                    f" {existing.func.__module__}.{existing.func.__qualname__};"
-                    " pass name='...' to register this one under another name"
-                )
-            registered: Task[R] = Task(
-                self,
-                function,
-                name=task_name,
-                queue=queue,
-                priority=priority,
-                max_attempts=max_attempts,
-                timeout=timeout,
-                retry=policy,
-                pass_context=pass_context,
-            )
-            self.tasks[task_name] = registered
-            return registered
+            return self.register_task(function, options)
 
         if func is not None:
             return register(func)
         return register
+
+    def register_task(self, function: Callable[..., R], options: TaskOptions) -> Task[R]:
+        """Register ``function`` with already-validated options (``task`` and ``shared_task``)."""
+        task_name = options.name or function.__name__
+        if not isinstance(task_name, str) or not 1 <= len(task_name) <= 255:
+            raise InvalidOptionError(f"task name must be 1 to 255 characters, got {task_name!r}")
+        existing = self.tasks.get(task_name)
+        if existing is not None and existing.func is not function:
+            raise ConfigurationError(
+                f"task '{task_name}' is already registered by"
+                f" {existing.func.__module__}.{existing.func.__qualname__};"
+                " pass name='...' to register this one under another name"
+            )
+        routed_queue, routed_priority = self.routes.match(task_name)
+        registered: Task[R] = Task(
+            self,
+            function,
+            name=task_name,
+            queue=options.queue or routed_queue or QUEUE_DEFAULT,
+            priority=options.priority if options.priority is not None else routed_priority or 0,
+            max_attempts=options.max_attempts or MAX_ATTEMPTS_DEFAULT,
+            timeout=options.timeout,
+            retry=options.retry,
+            pass_context=options.pass_context,
+            bind=options.bind,
+            ignore_result=options.ignore_result,
+            default_retry_delay=options.default_retry_delay,
+        )
+        self.tasks[task_name] = registered
+        return registered
 
     def get_task(self, name: str) -> Task[Any]:
         """The registered task called ``name``.
@@ -430,6 +463,7 @@ class App:
         run_at: datetime | None = None,
         countdown: float | None = None,
         max_attempts: int | None = None,
+        expires: datetime | float | None = None,
         check_task: bool = True,
     ) -> JobSpec:
         """Validate a job and encode its arguments; nothing is written.
@@ -451,24 +485,27 @@ class App:
         delay = validate_countdown(countdown)
         if run_at is not None and countdown is not None:
             raise InvalidOptionError("pass either run_at or countdown, not both")
+        expires_at, expires_in = validate_expires(expires)
+        if registered is not None:
+            default_queue, default_priority = registered.queue, registered.priority
+            default_attempts = registered.max_attempts
+        else:
+            routed_queue, routed_priority = self.routes.match(task)
+            default_queue = routed_queue or QUEUE_DEFAULT
+            default_priority = routed_priority or 0
+            default_attempts = MAX_ATTEMPTS_DEFAULT
         return JobSpec(
             task=task,
             args=dump_args(task, args, max_bytes=self.max_payload_bytes, default=self.json_default),
-            queue=validate_queue(
-                queue if queue is not None else registered.queue if registered else QUEUE_DEFAULT
-            ),
-            priority=validate_priority(
-                priority if priority is not None else registered.priority if registered else 0
-            ),
+            queue=validate_queue(queue if queue is not None else default_queue),
+            priority=validate_priority(priority if priority is not None else default_priority),
             max_attempts=validate_max_attempts(
-                max_attempts
-                if max_attempts is not None
-                else registered.max_attempts
-                if registered
-                else MAX_ATTEMPTS_DEFAULT
+                max_attempts if max_attempts is not None else default_attempts
             ),
             run_at=run_at,
             delay_seconds=delay,
+            expires_at=expires_at,
+            expires_in=expires_in,
         )
 
     @staticmethod
@@ -480,6 +517,8 @@ class App:
             "priority": spec.priority,
             "run_at": spec.run_at,
             "delay_seconds": spec.delay_seconds,
+            "expires_at": spec.expires_at,
+            "expires_in": spec.expires_in,
             "max_attempts": spec.max_attempts,
         }
 
@@ -533,6 +572,8 @@ class App:
             "run_ats": [s.run_at for s in specs],
             "delays": [s.delay_seconds for s in specs],
             "max_attempts": [s.max_attempts for s in specs],
+            "expires_ats": [s.expires_at for s in specs],
+            "expires_ins": [s.expires_in for s in specs],
         }
 
     @staticmethod

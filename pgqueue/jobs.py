@@ -69,6 +69,7 @@ class Job:
     last_error: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
     worker_id: str | None = None
+    expires_at: datetime | None = None
     _app: App | None = field(default=None, repr=False, compare=False)
 
     @property

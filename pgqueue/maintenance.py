@@ -17,7 +17,7 @@ import psycopg
 from pgqueue import queries
 from pgqueue.schema import events_channel, notify_channel
 
-__all__ = ["Pruner", "RescueResult", "Rescuer"]
+__all__ = ["Pruner", "RescueResult", "Rescuer", "expire_jobs"]
 
 logger = logging.getLogger("pgqueue.maintenance")
 
@@ -145,3 +145,23 @@ class Pruner:
         if deleted:
             logger.info("pruned %d finished job(s) past their retention", deleted)
         return deleted
+
+
+def expire_jobs(connection: psycopg.Connection[Any], schema: str, batch_size: int = 500) -> int:
+    """Cancel waiting jobs whose ``expires_at`` passed; return how many.
+
+    The claim already skips them; this gives them a final state and wakes anyone
+    waiting on them.
+    """
+    expired = 0
+    while True:
+        rows = connection.execute(
+            queries.render(queries.JOB_EXPIRE, schema),
+            {"limit": batch_size, "events_channel": events_channel(schema)},
+        ).fetchall()
+        expired += len(rows)
+        if len(rows) < batch_size:
+            break
+    if expired:
+        logger.info("cancelled %d job(s) that expired before any worker started them", expired)
+    return expired

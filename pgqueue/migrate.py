@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # The revision this version of pgqueue needs. A test checks it is Alembic's head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 VERSION_TABLE = "pgqueue_alembic_version"
 
 

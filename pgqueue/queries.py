@@ -21,7 +21,7 @@ from pgqueue.schema import validate_schema_name
 # Columns that make a pgqueue.jobs.Job, in the order db.row_to_job reads them.
 JOB_COLUMNS = (
     "id, queue, task, args, state, priority, attempt, max_attempts, run_at, created_at,"
-    " started_at, finished_at, result, last_error, errors, worker_id"
+    " started_at, finished_at, result, last_error, errors, worker_id, expires_at"
 )
 
 # Serialise migrators: a session-level lock held across Alembic's transaction.
@@ -92,6 +92,7 @@ WITH locked AS (
     SELECT id
     FROM {schema}.jobs
     WHERE state IN ('queued', 'failed') AND queue = %(queue)s AND run_at <= now()
+      AND (expires_at IS NULL OR expires_at > now())
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -152,6 +153,23 @@ SELECT id, state,
 FROM finished
 """
 
+# Cancel waiting jobs whose expiry passed before any worker started them.
+JOB_EXPIRE = """
+WITH expired AS (
+    UPDATE {schema}.jobs
+    SET state = 'cancelled', finished_at = now(),
+        last_error = 'Expired: not started before ' || expires_at
+    WHERE id IN (
+        SELECT id FROM {schema}.jobs
+        WHERE state IN ('queued', 'failed') AND expires_at <= now()
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id
+)
+SELECT id, pg_notify(%(events_channel)s, 'done ' || id) FROM expired
+"""
+
 JOB_GET = "SELECT " + JOB_COLUMNS + " FROM {schema}.jobs WHERE id = %(id)s"
 
 # Renew the leases of every job this worker runs, in one statement. Rows that
@@ -178,11 +196,13 @@ RETURNING """
 # Many jobs in one round trip: parallel arrays, unnested into rows.
 JOB_INSERT_MANY = (
     """
-INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts)
-SELECT q, t, a::jsonb, p, coalesce(r, now() + make_interval(secs => d)), m
+INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts, expires_at)
+SELECT q, t, a::jsonb, p, coalesce(r, now() + make_interval(secs => d)), m,
+       coalesce(e, now() + make_interval(secs => ei))
 FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(priorities)s::smallint[],
-            %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[])
-     AS batch(q, t, a, p, r, d, m)
+            %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
+            %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[])
+     AS batch(q, t, a, p, r, d, m, e, ei)
 RETURNING """
     + JOB_COLUMNS
 )

@@ -34,6 +34,7 @@ __all__ = [
     "QUEUE_NAME_PATTERN",
     "SCHEMA_NAME_PATTERN",
     "build_metadata",
+    "events_channel",
     "notify_channel",
     "validate_schema_name",
 ]
@@ -111,6 +112,7 @@ def build_metadata(schema: str = DEFAULT_SCHEMA) -> MetaData:
         _timestamptz("created_at", nullable=False, now_default=True),
         _timestamptz("started_at"),
         _timestamptz("finished_at"),
+        _timestamptz("expires_at"),
         CheckConstraint(_in("state", STATES), name="jobs_state_check"),
         CheckConstraint(f"queue ~ '{QUEUE_NAME_PATTERN}'", name="jobs_queue_check"),
         CheckConstraint("char_length(task) BETWEEN 1 AND 255", name="jobs_task_check"),

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pgqueue.errors import ArgumentError, InvalidOptionError
+from pgqueue.results import AsyncResult
 from pgqueue.retry import RetryPolicy
 from pgqueue.schema import MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, QUEUE_NAME_PATTERN
 
@@ -87,6 +88,23 @@ def validate_countdown(countdown: object) -> float:
     return float(countdown)
 
 
+def validate_expires(expires: object) -> tuple[datetime | None, float | None]:
+    """(expires_at, expires_in): an aware datetime, or seconds from now (> 0)."""
+    if expires is None:
+        return None, None
+    if isinstance(expires, datetime):
+        if expires.tzinfo is None or expires.utcoffset() is None:
+            raise InvalidOptionError(
+                f"expires must be timezone-aware (got naive datetime {expires})"
+            )
+        return expires, None
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not expires > 0:
+        raise InvalidOptionError(
+            f"expires must be an aware datetime or a number of seconds > 0, got {expires!r}"
+        )
+    return None, float(expires)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A validated job, ready to insert: what ``Task.prepare()`` returns.
@@ -101,6 +119,8 @@ class JobSpec:
     max_attempts: int
     run_at: datetime | None = None
     delay_seconds: float = 0.0
+    expires_at: datetime | None = None
+    expires_in: float | None = None
 
 
 def _annotation_text(annotation: Any) -> str:
@@ -166,6 +186,9 @@ class Task(Generic[R]):
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         pass_context: bool = False,
+        bind: bool = False,
+        ignore_result: bool = False,
+        default_retry_delay: float = 180.0,
     ) -> None:
         self.app = app
         self.func = func
@@ -180,13 +203,17 @@ class Task(Generic[R]):
         self.timeout = float(timeout) if timeout is not None else None
         self.retry = retry or RetryPolicy()
         self.pass_context = pass_context
+        self.bind = bind
+        self.ignore_result = ignore_result
+        self.default_retry_delay = default_retry_delay
         self.is_async = inspect.iscoroutinefunction(func)
         signature = inspect.signature(func)
         parameters = list(signature.parameters.values())
-        if pass_context:
+        if pass_context or bind:
             if not parameters:
+                flag = "bind=True" if bind else "pass_context=True"
                 raise ArgumentError(
-                    f"task '{name}' has pass_context=True but takes no parameter for the context"
+                    f"task '{name}' has {flag} but takes no parameter to receive it"
                 )
             parameters = parameters[1:]
         for parameter in parameters:
@@ -286,14 +313,14 @@ class Task(Generic[R]):
         )
         return await self.app.insert_async(spec, connection=connection)
 
-    def delay(self, *args: Any, **kwargs: Any) -> Job:
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Celery's spelling: every argument goes to the task; committed at once."""
         spec = self.app.prepare(self.name, bind_arguments(self.name, self.signature, args, kwargs))
-        return self.app.insert(spec, connection=None)
+        return AsyncResult(self.app.insert(spec, connection=None).id, self.app)
 
     def apply_async(
         self,
-        args: tuple[Any, ...] | list[Any] = (),
+        args: tuple[Any, ...] | list[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         *,
         connection: object | None = None,
@@ -301,10 +328,24 @@ class Task(Generic[R]):
         priority: int | None = None,
         eta: datetime | None = None,
         countdown: float | None = None,
+        expires: datetime | float | None = None,
         max_attempts: int | None = None,
-    ) -> Job:
-        """Celery's spelling with options kept apart from the task's arguments."""
-        stored = bind_arguments(self.name, self.signature, tuple(args), kwargs or {})
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Celery's spelling, with options kept apart from the task's arguments.
+
+        ``eta`` must be timezone-aware; ``expires`` (an aware datetime or seconds)
+        cancels the job if no worker started it by then. Celery options with no
+        meaning here (``routing_key``, ``exchange``, ``serializer`` other than
+        json...) raise ConfigurationError.
+        """
+        _refuse_apply_async_options(options)
+        if max_retries is not None:
+            if max_attempts is not None:
+                raise InvalidOptionError("pass max_attempts or Celery's max_retries, not both")
+            max_attempts = max_retries + 1
+        stored = bind_arguments(self.name, self.signature, tuple(args or ()), kwargs or {})
         spec = self.app.prepare(
             self.name,
             stored,
@@ -313,5 +354,36 @@ class Task(Generic[R]):
             run_at=eta,
             countdown=countdown,
             max_attempts=max_attempts,
+            expires=expires,
         )
-        return self.app.insert(spec, connection=connection)
+        return AsyncResult(self.app.insert(spec, connection=connection).id, self.app)
+
+    def AsyncResult(self, job_id: int) -> AsyncResult:
+        """A handle on job ``job_id`` (Celery's ``task.AsyncResult(id)``)."""
+        return AsyncResult(job_id, self.app)
+
+
+_APPLY_ASYNC_REFUSED = {
+    "routing_key": "queues are named directly: pass queue=",
+    "exchange": "there is no broker; pass queue=",
+    "link": "callbacks (canvas) are not supported; enqueue the next job from the task",
+    "link_error": "error callbacks are not supported; failures are recorded on the job row",
+    "retry_policy": "enqueue retries are not needed: the insert is one statement",
+    "headers": "pgqueue jobs have no headers; pass data as arguments",
+    "shadow": "job names are task names",
+    "compression": "arguments are stored as JSON, uncompressed",
+}
+
+
+def _refuse_apply_async_options(options: Mapping[str, Any]) -> None:
+    for option, value in options.items():
+        if option == "serializer" and value == "json":
+            continue
+        if option == "retry" and value in (True, False):
+            continue  # Celery's publish retry: an insert either commits or raises
+        reason = _APPLY_ASYNC_REFUSED.get(option)
+        if reason is None and option == "serializer":
+            reason = "arguments are always JSON (never pickle)"
+        if reason is None:
+            raise InvalidOptionError(f"apply_async() got an unknown option {option!r}")
+        raise InvalidOptionError(f"apply_async option {option!r} is not supported: {reason}")

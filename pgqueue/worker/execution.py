@@ -20,7 +20,7 @@ from uuid import UUID
 from pgqueue import queries
 from pgqueue.errors import ArgumentError, Retry, SerializationError, UnknownTaskError
 from pgqueue.faults import faultpoint
-from pgqueue.payload import dump_result, redact
+from pgqueue.payload import dump_result, redact, scrub_secrets
 from pgqueue.tasks import render_signature
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pgqueue.tasks import Task
 
 __all__ = [
+    "BoundTask",
     "Cancelled",
     "ClaimedJob",
     "Failed",
@@ -154,6 +155,72 @@ class JobContext:
         return f"<JobContext job={self.id} task={self.task} attempt={self.attempt}>"
 
 
+class TaskRequest:
+    """``self.request`` of a Celery-style bound task: what this run is about."""
+
+    def __init__(self, job: ClaimedJob) -> None:
+        self.id = job.id
+        self.attempt = job.attempt
+        self.retries = job.attempt - 1
+        self.task = job.task
+        self.queue = job.queue
+        self.args: list[Any] = []
+        self.kwargs = job.args if isinstance(job.args, dict) else {}
+
+    def __repr__(self) -> str:
+        return f"<TaskRequest job={self.id} task={self.task} retries={self.retries}>"
+
+
+class BoundTask(JobContext):
+    """What a task declared with ``bind=True`` receives as ``self`` (Celery's spelling).
+
+    It is a JobContext (``is_cancelled()``, ``complete(connection)``) that also
+    offers ``self.request`` and ``self.retry(...)``, and the task's own attributes
+    (``self.name``, ``self.delay(...)``...).
+    """
+
+    def __init__(self, job: ClaimedJob, app: App, events_channel: str, task: Task[Any]) -> None:
+        super().__init__(job, app, events_channel)
+        self._task = task
+        self.request = TaskRequest(job)
+
+    @property
+    def name(self) -> str:
+        return self._task.name
+
+    @property
+    def max_retries(self) -> int:
+        return self._task.max_attempts - 1
+
+    def retry(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        **_: Any,
+    ) -> Retry:
+        """Ask for another attempt (Celery's ``raise self.retry(exc=..., countdown=...)``).
+
+        Raises Retry itself, so ``raise self.retry(...)`` and ``self.retry(...)`` both
+        work. Without countdown or eta it waits ``default_retry_delay`` seconds. Once
+        attempts are exhausted the job is dead with ``exc`` as its reason.
+        """
+        if eta is not None:
+            from datetime import timezone
+
+            delay = max(0.0, (eta - datetime.now(timezone.utc)).total_seconds())
+        elif countdown is not None:
+            delay = float(countdown)
+        else:
+            delay = self._task.default_retry_delay
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "retry requested"
+        raise Retry(delay=delay, reason=reason) from exc
+
+    def __getattr__(self, attribute: str) -> Any:
+        # delay(), apply_async(), queue ... of the task itself, as on Celery's self.
+        return getattr(self._task, attribute)
+
+
 @dataclass(frozen=True)
 class Succeeded:
     result_json: str
@@ -197,6 +264,10 @@ def decide_failure(
     trace = _format_traceback(error)
     if isinstance(error, Retry):
         error_type, message = "Retry", error.reason
+    # A task that formats a password into its error message must not leak it
+    # into last_error, `pgqueue jobs show` or the logs.
+    message = scrub_secrets(message, job.args)
+    trace = scrub_secrets(trace, job.args)
     exhausted = job.failures_so_far >= job.max_attempts
     non_retryable = isinstance(error, ArgumentError) or (
         task is not None
@@ -245,11 +316,17 @@ def prepare_call(
     if task is None:
         raise UnknownTaskError(f"no handler for task '{job.task}' on this worker")
     kwargs = bind_stored_args(task, job.args)
-    prefix: tuple[Any, ...] = (JobContext(job, app, events_channel),) if task.pass_context else ()
+    prefix: tuple[Any, ...] = ()
+    if task.bind:
+        prefix = (BoundTask(job, app, events_channel, task),)
+    elif task.pass_context:
+        prefix = (JobContext(job, app, events_channel),)
     return task, prefix, kwargs
 
 
 def outcome_of_result(task: Task[Any], job: ClaimedJob, value: Any) -> Outcome:
+    if task.ignore_result:
+        return Succeeded("null")
     try:
         return Succeeded(dump_result(task.name, value, task.app.json_default))
     except SerializationError as error:

@@ -38,7 +38,7 @@ from pgqueue import queries
 from pgqueue.app import App
 from pgqueue.errors import ConfigurationError, UnknownTaskError
 from pgqueue.faults import faultpoint
-from pgqueue.maintenance import Pruner, Rescuer
+from pgqueue.maintenance import Pruner, Rescuer, expire_jobs
 from pgqueue.migrate import check_schema
 from pgqueue.worker.completer import Completer, Finished
 from pgqueue.worker.config import WorkerConfig
@@ -675,6 +675,7 @@ class Worker:
                 if result.requeued:
                     self._maybe_work = True
                     self._wake.set()
+                expire_jobs(connection, self.app.schema)
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + config.prune_interval
                     pruner.run_once(connection)

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from pgqueue import App, JobState
+from pgqueue.migrate import HEAD_REVISION
 from tests.e2e import tasks_app
 from tests.e2e.helpers import (
     FAST_LEASES,
@@ -125,7 +126,7 @@ def test_exit_code_4_when_schema_not_migrated(empty_dsn: str) -> None:
     result = run_worker(empty_dsn, "--burst")
     assert result.returncode == 4, result.stderr
     assert (
-        "database schema is at revision <none>, this pgqueue requires 0002;"
+        f"database schema is at revision <none>, this pgqueue requires {HEAD_REVISION};"
         " run 'pgqueue migrate'" in result.stderr
     )
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from pgqueue import App, JobState, Worker
 from pgqueue.cli import main
 from pgqueue.maintenance import Pruner
+from pgqueue.migrate import HEAD_REVISION
 from pgqueue.worker import parse_queues
 
 
@@ -327,7 +328,7 @@ def test_doctor_names_a_transaction_that_pins_xmin(dsn: str, tasks: App) -> None
         holder.rollback()
     assert result.exit_code == 1
     assert f"pid {pid} (stuck-report, idle in transaction" in result.output
-    assert "[ok  ] schema: schema pgqueue at revision 0002" in result.output
+    assert f"[ok  ] schema: schema pgqueue at revision {HEAD_REVISION}" in result.output
     assert "[ok  ] notify:" in result.output
 
 

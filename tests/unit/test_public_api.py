@@ -22,6 +22,7 @@ def test_exact_public_names() -> None:
     assert pgqueue.__all__ == [
         "App",
         "ArgumentError",
+        "AsyncResult",
         "ConfigurationError",
         "ConnectionLost",
         "DatabaseUnavailableError",
@@ -43,6 +44,7 @@ def test_exact_public_names() -> None:
         "Worker",
         "WorkerConfig",
         "__version__",
+        "shared_task",
     ]
 
 
