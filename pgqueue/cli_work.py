@@ -221,4 +221,6 @@ def demo_command(obj: Context, keep: bool) -> None:
     a result sent back, and the SQL to look at it all."""
     from pgqueue.demo import run_demo
 
+    # Retries and dead letters show up as the workers' own warnings, inline.
+    configure_logging("warning")
     run_demo(obj.dsn, keep=keep, echo=click.echo)

@@ -11,7 +11,6 @@ configured it keeps to a ``pgqueue_demo`` schema so it never touches your jobs.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -92,7 +91,6 @@ def run_demo(dsn: str | None, *, keep: bool = False, echo: Callable[[str], None]
     total = tasks["add"].enqueue(2, 3)
 
     echo("starting 2 workers on queues high,default,low (4 threads each)\n")
-    logging.getLogger("pgqueue").setLevel(logging.WARNING)
     config = WorkerConfig(
         queues=parse_queues("high,default,low"),
         concurrency=4,

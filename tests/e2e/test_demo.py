@@ -1,0 +1,62 @@
+"""`pgqueue demo`, the README's first command, end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+
+def _demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue", *args, "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_demo_on_a_configured_database_keeps_to_its_own_schema(dsn: str) -> None:
+    """On your database the demo runs the whole scenario in schema pgqueue_demo only."""
+    env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DATABASE_URL"}
+    result = _demo(env, "--dsn", dsn)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "using your database; the demo keeps to schema pgqueue_demo" in out
+    assert "job.wait() returned 5" in out
+    assert "charge_card -> order 1001 charged on attempt 3" in out
+    assert "sync_legacy_crm -> dead-lettered" in out
+    assert "2 workers shared the work" in out
+    assert "retrying in" in result.stderr  # the workers' own retry warnings
+    with psycopg.connect(dsn) as connection:
+        row = connection.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()
+    assert row == (0,)
+
+
+def test_demo_on_the_embedded_database(tmp_path: Path) -> None:
+    """With nothing configured the demo starts the embedded PostgreSQL and says so."""
+    data_root = Path(tempfile.mkdtemp(prefix="pgqueue-demo-"))
+    data_root.chmod(0o755)  # the server may run as 'nobody'
+    env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DATABASE_URL"}
+    env["PGQUEUE_DATA_DIR"] = str(data_root / "pg")
+    try:
+        result = _demo(env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "embedded development PostgreSQL" in result.stdout
+        assert "2 workers shared the work" in result.stdout
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "pgqueue", "db", "stop"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shutil.rmtree(data_root, ignore_errors=True)
