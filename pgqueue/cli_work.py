@@ -118,6 +118,9 @@ __all__ = ["demo_command", "work_command"]
                    " (30s, 15m, 2h, 7d; 'forever' keeps them).")
 @click.option("--dead-retention", default="30d", show_default=True,
               help="Delete dead jobs this long after they die ('forever' keeps them).")
+@click.option("--synchronous-commit", is_flag=True,
+              help="Wait for the WAL flush on claims, completions and heartbeats. Off by"
+                   " default: a server crash can then only make a job run again, never lose it.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               envvar="PGQUEUE_METRICS_PORT",
               help="Serve Prometheus metrics on this port [env PGQUEUE_METRICS_PORT].")
@@ -141,6 +144,7 @@ def work_command(
     no_listen: bool,
     retention: str,
     dead_retention: str,
+    synchronous_commit: bool,
     metrics_port: int | None,
 ) -> None:
     """Run a worker: claim jobs from the queues and run them until stopped.
@@ -168,6 +172,7 @@ def work_command(
         retention_seconds=_retention(retention),
         dead_retention_seconds=_retention(dead_retention),
         metrics_port=metrics_port,
+        synchronous_commit=synchronous_commit,
         app_path=app_path,
     )
     app = load_app(app_path)

@@ -77,8 +77,16 @@ def _reason(error: BaseException) -> str:
 class ManagedConnection:
     """An autocommit connection that reconnects lazily after it breaks."""
 
-    def __init__(self, dsn: str, schema: str, name: str, connect_timeout: int = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        name: str,
+        connect_timeout: int = 10,
+        synchronous_commit: bool = True,
+    ) -> None:
         self.dsn = dsn
+        self.synchronous_commit = synchronous_commit
         self.schema = schema
         self.name = name
         self.connect_timeout = connect_timeout
@@ -94,6 +102,8 @@ class ManagedConnection:
                 application_name=f"pgqueue-{self.name}",
                 connect_timeout=self.connect_timeout,
             )
+            if not self.synchronous_commit:
+                connection.execute("SET synchronous_commit = off")
         except psycopg.OperationalError as error:
             raise Disconnected(_reason(error)) from error
         return connection

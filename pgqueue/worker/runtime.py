@@ -141,9 +141,18 @@ class Worker:
         schema = self.app.schema
         with self.app.connect() as probe:
             check_schema(probe, schema)
-        self._claimer = ManagedConnection(dsn, schema, "claimer")
-        self._completer_connection = ManagedConnection(dsn, schema, "completer")
-        self._heartbeat_connection = ManagedConnection(dsn, schema, "heartbeat")
+        # Claims, completions and heartbeats may skip the WAL flush wait: if the
+        # server crashes before flushing, a lost claim leaves the job queued and a
+        # lost completion gets the job rescued and run again, so no job is lost
+        # (at-least-once either way). Enqueues stay durable: they are the producer's.
+        fast = not config.synchronous_commit
+        self._claimer = ManagedConnection(dsn, schema, "claimer", synchronous_commit=not fast)
+        self._completer_connection = ManagedConnection(
+            dsn, schema, "completer", synchronous_commit=not fast
+        )
+        self._heartbeat_connection = ManagedConnection(
+            dsn, schema, "heartbeat", synchronous_commit=not fast
+        )
         self._maintenance_connection = ManagedConnection(dsn, schema, "maintenance")
         self._completer = Completer(
             self._completer_connection, self.app.events_channel, self._on_written
