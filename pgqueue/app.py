@@ -26,10 +26,10 @@ from pgqueue.errors import (
     UnknownTaskError,
 )
 from pgqueue.jobs import FINISHED_STATES, Job, JobState
+from pgqueue.names import DEFAULT_SCHEMA, events_channel, notify_channel, validate_schema_name
 from pgqueue.payload import MAX_PAYLOAD_BYTES_DEFAULT, JsonDefault, dump_args
 from pgqueue.results import AsyncResult
 from pgqueue.retry import BACKOFF_BASE_DEFAULT, BACKOFF_MAX_DEFAULT
-from pgqueue.schema import DEFAULT_SCHEMA, events_channel, notify_channel, validate_schema_name
 from pgqueue.task_options import TaskOptions, TaskRoutes, build_task_options
 from pgqueue.tasks import (
     MAX_ATTEMPTS_DEFAULT,
@@ -415,13 +415,17 @@ class App:
                 " pass name='...' to register this one under another name"
             )
         routed_queue, routed_priority = self.routes.match(task_name)
+        # "is None", never "or": queue="" and max_attempts=0 are values for Task
+        # to refuse, not absent options to replace with a default.
         registered: Task[R] = Task(
             self,
             function,
             name=task_name,
-            queue=options.queue or routed_queue or QUEUE_DEFAULT,
+            queue=options.queue if options.queue is not None else routed_queue or QUEUE_DEFAULT,
             priority=options.priority if options.priority is not None else routed_priority or 0,
-            max_attempts=options.max_attempts or MAX_ATTEMPTS_DEFAULT,
+            max_attempts=(
+                options.max_attempts if options.max_attempts is not None else MAX_ATTEMPTS_DEFAULT
+            ),
             timeout=options.timeout,
             retry=options.retry,
             pass_context=options.pass_context,

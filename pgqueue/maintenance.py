@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from pgqueue import queries
-from pgqueue.schema import events_channel, notify_channel
+from pgqueue.names import events_channel, notify_channel
 
 __all__ = ["Pruner", "RescueResult", "Rescuer", "expire_jobs"]
 

@@ -12,18 +12,19 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import sqlalchemy
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from pgqueue import queries
 from pgqueue.errors import ConfigurationError, SchemaNotMigratedError
-from pgqueue.schema import validate_schema_name
+from pgqueue.names import validate_schema_name
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic and SQLAlchemy are imported inside the functions that need them: a
+# worker or producer only checks the revision, and importing them costs 0.4 s.
 
 __all__ = [
     "HEAD_REVISION",
@@ -54,6 +55,8 @@ def migrations_dir() -> Path:
 
 def alembic_config(schema: str, url: str = "postgresql+psycopg://") -> Config:
     """An Alembic Config for pgqueue's revisions in ``schema``."""
+    from alembic.config import Config
+
     config = Config(stdout=io.StringIO())
     config.set_main_option("script_location", str(migrations_dir()))
     # configparser interpolation: a literal % in a URL must be doubled.
@@ -64,6 +67,8 @@ def alembic_config(schema: str, url: str = "postgresql+psycopg://") -> Config:
 
 def script_head(schema: str = "pgqueue") -> str:
     """The head revision of the shipped scripts."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config(schema)).get_current_head()
     if head is None:
         raise ConfigurationError("pgqueue's migrations have no head revision; reinstall pgqueue")
@@ -113,6 +118,10 @@ def _sqlalchemy_url(dsn: str) -> str:
 
 def upgrade(dsn: str, schema: str = "pgqueue", revision: str = "head") -> MigrationResult:
     """Bring ``schema`` up to ``revision``, serialised against concurrent migrators."""
+    import sqlalchemy
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     validate_schema_name(schema)
     connect_args: dict[str, object] = {"application_name": "pgqueue-migrate"}
     if "://" not in dsn:
@@ -145,6 +154,8 @@ def upgrade(dsn: str, schema: str = "pgqueue", revision: str = "head") -> Migrat
 
 def upgrade_sql(schema: str = "pgqueue", revision: str = "head") -> str:
     """The DDL ``upgrade`` would run on an empty database, for teams using other tools."""
+    from alembic import command
+
     config = alembic_config(schema, url="postgresql://")
     output = io.StringIO()
     config.output_buffer = output

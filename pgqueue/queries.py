@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 
-from pgqueue.schema import validate_schema_name
+from pgqueue.names import validate_schema_name
 
 # Columns that make a pgqueue.jobs.Job, in the order db.row_to_job reads them.
 JOB_COLUMNS = (

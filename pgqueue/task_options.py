@@ -16,7 +16,7 @@ from typing import Any
 
 from pgqueue.errors import ConfigurationError, InvalidOptionError
 from pgqueue.retry import BACKOFF_BASE_DEFAULT, RetryPolicy
-from pgqueue.schema import MAX_ATTEMPTS_RANGE
+from pgqueue.names import MAX_ATTEMPTS_RANGE
 
 __all__ = ["DEFAULT_RETRY_DELAY", "TaskOptions", "TaskRoutes", "celery_options"]
 

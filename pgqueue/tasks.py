@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pgqueue.errors import ArgumentError, InvalidOptionError
+from pgqueue.names import MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, QUEUE_NAME_PATTERN
 from pgqueue.results import AsyncResult
 from pgqueue.retry import RetryPolicy
-from pgqueue.schema import MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, QUEUE_NAME_PATTERN
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -228,6 +228,15 @@ class Task(Generic[R]):
                     " arguments are stored by name; remove the '/' from its signature"
                 )
         self.signature = signature.replace(parameters=parameters)
+        # For the worker's per-job check: most stored args bind trivially, and
+        # inspect.Signature.bind is slow enough to show in a no-op benchmark.
+        self.parameter_names = frozenset(
+            p.name for p in parameters if p.kind is not p.VAR_KEYWORD
+        )
+        self.required_names = frozenset(
+            p.name for p in parameters if p.default is p.empty and p.kind is not p.VAR_KEYWORD
+        )
+        self.accepts_any_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters)
         self.__doc__ = func.__doc__
         self.__name__ = getattr(func, "__name__", name)
         self.__wrapped__ = func

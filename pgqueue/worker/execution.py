@@ -299,6 +299,9 @@ def bind_stored_args(task: Task[Any], args: Any) -> dict[str, Any]:
             type(None): "null",
         }.get(type(args), type(args).__name__)
         raise ArgumentError(f"args must be a JSON object, got {kind}")
+    keys = args.keys()
+    if task.required_names <= keys and (task.accepts_any_keyword or keys <= task.parameter_names):
+        return args
     try:
         task.signature.bind(**args)
     except TypeError as error:
