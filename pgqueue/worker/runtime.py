@@ -62,6 +62,8 @@ __all__ = ["Worker", "WorkerStats"]
 
 logger = logging.getLogger("pgqueue.worker")
 
+CLAIM_COALESCE_SECONDS = 0.002
+
 
 @dataclass
 class WorkerStats:
@@ -300,6 +302,12 @@ class Worker:
                     continue
             claimed = 0
             free = self._free_slots()
+            if 0 < free < config.concurrency // 2 and self._maybe_work:
+                # Under load slots free up one by one; waiting a moment lets a few
+                # more free so that one claim fetches several jobs, not one.
+                self._wake.clear()
+                self._wake.wait(CLAIM_COALESCE_SECONDS)
+                free = self._free_slots()
             if free > 0 and self._maybe_work:
                 try:
                     claimed = self._claim(free)
