@@ -30,7 +30,14 @@ def _configure(**kwargs: object) -> None:
 
 
 def run_migrations_offline() -> None:
-    _configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
+    # The "named" paramstyle: under psycopg's "pyformat" SQLAlchemy would print
+    # every % as %%, and the RAISE format strings of the plpgsql functions in
+    # the printed DDL would then fail with "too many parameters".
+    _configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
     with context.begin_transaction():
         # The version table lives in the schema, so the schema must exist first.
         context.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
