@@ -227,8 +227,12 @@ def test_task_routes(dsn: str) -> None:
     app.close()
 
 
-def test_shared_task_registers_on_every_app_and_uses_the_current(dsn: str) -> None:
+def test_shared_task_registers_on_every_app_and_uses_the_current(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """@shared_task works before and after the App exists, and the worker runs it."""
+    # The registry is process-wide, as in Celery; keep these tasks out of other tests' apps.
+    monkeypatch.setattr(pgqueue.shared, "_shared", [])
 
     @pgqueue.shared_task(queue="default")
     def shout(word: str) -> str:
