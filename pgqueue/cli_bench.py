@@ -65,7 +65,9 @@ def bench_command(
     the benchmark's own schemas are touched: your jobs are never read or written.
     Progress goes to stderr, the table to stdout.
     """
-    from pgqueue.bench import BenchConfig, format_report, run_bench
+    from pgqueue.bench.common import BenchConfig
+    from pgqueue.bench.report import format_report
+    from pgqueue.bench.runner import run_bench
 
     try:
         config = BenchConfig(

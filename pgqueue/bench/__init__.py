@@ -12,8 +12,6 @@ processes), ``dbenv`` (database and machine facts), ``stats``, ``report``.
 
 from __future__ import annotations
 
-from pgqueue.bench.common import BenchConfig
-from pgqueue.bench.report import format_report
-from pgqueue.bench.runner import BenchReport, run_bench
-
-__all__ = ["BenchConfig", "BenchReport", "format_report", "run_bench"]
+# Nothing is imported here: worker processes import pgqueue.bench.tasks and must
+# not pay for (or break on) the runner. Use pgqueue.bench.runner and .report.
+__all__: list[str] = []

@@ -12,13 +12,14 @@ import time
 
 from pgqueue import queries
 from pgqueue.bench.common import BenchContext, PhaseResult, count_in_state, jobs_table
-from pgqueue.bench.dbenv import connect, prepare_schema, truncate
+from pgqueue.bench.dbenv import checkpoint, connect, prepare_schema, truncate
 from pgqueue.bench.stats import percentile
 from pgqueue.schema import validate_schema_name
 
 __all__ = ["build_finished_table", "drop_finished_table", "run_claim_cost"]
 
 WARM_UP_CLAIMS = 20
+CLAIM_BLOCK = 10
 
 
 def finished_schema(ctx: BenchContext) -> str:
@@ -44,6 +45,7 @@ def build_finished_table(ctx: BenchContext) -> float:
     )
     # What autovacuum does in production soon after: statistics and a visibility map.
     ctx.admin.execute(f"VACUUM (ANALYZE) {jobs_table(schema)}")
+    checkpoint(ctx.admin)
     return time.perf_counter() - start
 
 
@@ -51,36 +53,69 @@ def drop_finished_table(ctx: BenchContext) -> None:
     ctx.admin.execute(f'DROP SCHEMA IF EXISTS "{finished_schema(ctx)}" CASCADE')
 
 
-def _claim_times_ms(ctx: BenchContext, schema: str, claims: int) -> list[float]:
-    """Queue ``claims`` jobs in ``schema`` and time claiming them one at a time."""
+def _queue_claimable(ctx: BenchContext, schema: str, count: int) -> None:
+    """Leave ``schema`` with only its finished rows plus ``count`` queued jobs, analyzed."""
     table = jobs_table(schema)
     ctx.admin.execute(f"DELETE FROM {table} WHERE state <> 'succeeded'")
-    # Both tables start each measurement vacuumed, so neither carries the other's dead rows.
-    ctx.admin.execute(f"VACUUM (ANALYZE) {table}")
     ctx.admin.execute(
         f"INSERT INTO {table} (queue, task) SELECT 'default', 'bench.noop'"
-        " FROM generate_series(1, %s)", (claims + WARM_UP_CLAIMS,),
+        " FROM generate_series(1, %s)", (count,),
     )
-    claim = queries.render(queries.JOB_CLAIM, schema)
-    params = {"queue": "default", "limit": 1, "worker_id": "bench-claim", "lease_seconds": 30.0}
-    times: list[float] = []
-    with connect(ctx.dsn) as connection, connection.cursor() as cursor:
-        for index in range(claims + WARM_UP_CLAIMS):
-            start = time.perf_counter()
-            cursor.execute(claim, params)
+    # Both tables start vacuumed and analyzed with their queued rows in, as
+    # autovacuum leaves them in production, so neither carries a stale plan.
+    ctx.admin.execute(f"VACUUM (ANALYZE) {table}")
+
+
+class _Claimer:
+    """Claims one job at a time from one schema on a connection of its own."""
+
+    def __init__(self, ctx: BenchContext, schema: str) -> None:
+        self.sql = queries.render(queries.JOB_CLAIM, schema)
+        self.connection = connect(ctx.dsn)
+        self.params = {"queue": "default", "limit": 1, "worker_id": "bench-claim",
+                       "lease_seconds": 30.0}
+        self.times_ms: list[float] = []
+
+    def claim(self, record: bool = True) -> None:
+        start = time.perf_counter()
+        with self.connection.cursor() as cursor:
+            cursor.execute(self.sql, self.params)
             cursor.fetchall()
-            if index >= WARM_UP_CLAIMS:
-                times.append((time.perf_counter() - start) * 1000)
-    return times
+        if record:
+            self.times_ms.append((time.perf_counter() - start) * 1000)
+
+
+def _interleaved_claims(ctx: BenchContext, schemas: tuple[str, str], claims: int) -> list[_Claimer]:
+    """Time ``claims`` claims per schema, alternating in blocks.
+
+    Each claim commits, so its time is mostly a WAL flush; alternating blocks
+    lets a checkpoint or a neighbour's burst of writes hit both tables alike
+    instead of whichever happened to be measured at the time.
+    """
+    claimers = [_Claimer(ctx, schema) for schema in schemas]
+    try:
+        for claimer in claimers:
+            for _ in range(WARM_UP_CLAIMS):
+                claimer.claim(record=False)
+        for block_start in range(0, claims, CLAIM_BLOCK):
+            for claimer in claimers:
+                for _ in range(min(CLAIM_BLOCK, claims - block_start)):
+                    claimer.claim()
+    finally:
+        for claimer in claimers:
+            claimer.connection.close()
+    return claimers
 
 
 def run_claim_cost(ctx: BenchContext, run: int) -> PhaseResult:
     """Median single-job claim time on the empty benchmark table and on the full one."""
     claims = ctx.config.claims
-    truncate(ctx.admin, ctx.schema)
-    empty = _claim_times_ms(ctx, ctx.schema, claims)
     full_schema = finished_schema(ctx)
-    full = _claim_times_ms(ctx, full_schema, claims)
+    truncate(ctx.admin, ctx.schema)
+    for schema in (ctx.schema, full_schema):
+        _queue_claimable(ctx, schema, claims + WARM_UP_CLAIMS)
+    empty_claimer, full_claimer = _interleaved_claims(ctx, (ctx.schema, full_schema), claims)
+    empty, full = empty_claimer.times_ms, full_claimer.times_ms
     claimed = (count_in_state(ctx.admin, ctx.schema, "running")
                + count_in_state(ctx.admin, full_schema, "running"))
     empty_median, full_median = statistics.median(empty), statistics.median(full)

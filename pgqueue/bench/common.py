@@ -21,7 +21,8 @@ class BenchConfig:
     """What ``pgqueue bench`` measures and how much of it.
 
     Attributes:
-        jobs: jobs per throughput phase (enqueue, bulk enqueue, drains, floors).
+        jobs: jobs per throughput phase (enqueue, bulk enqueue, drains, floors); it
+            also caps the job count of the latency phases.
         workers: worker-process counts to drain with, e.g. (1, 2).
         concurrency: each worker's ``-c``; also the raw floor's claim batch.
         runs: repetitions of every phase; figures are medians over them.
@@ -48,6 +49,16 @@ class BenchConfig:
     bulk_batch: int = 1000
     claims: int = 1000
     schema: str = BENCH_SCHEMA_DEFAULT
+
+    @property
+    def pickup_samples(self) -> int:
+        """Jobs per idle-pickup phase; ``jobs`` caps it so a small run stays small."""
+        return min(self.latency_samples, self.jobs)
+
+    @property
+    def load_jobs(self) -> int:
+        """Jobs of the steady-load phase, also capped by ``jobs``."""
+        return max(1, min(int(self.load_rate * self.load_seconds), self.jobs))
 
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)

@@ -17,6 +17,7 @@ from pgqueue.schema import validate_schema_name
 __all__ = [
     "BENCH_APPLICATION",
     "Counters",
+    "checkpoint",
     "connect",
     "machine_info",
     "postgres_info",
@@ -110,6 +111,20 @@ def wait_backends_gone(connection: Connection, keep: set[int], timeout: float = 
     deadline = time.monotonic() + timeout
     while worker_backends(connection) - keep and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def checkpoint(connection: Connection) -> bool:
+    """Flush dirty buffers now, if allowed; return whether it ran.
+
+    Building a million rows leaves hundreds of megabytes to write; without this
+    the checkpoint that writes them lands in the middle of a timed phase and
+    every commit of that phase waits behind it.
+    """
+    try:
+        connection.execute("CHECKPOINT")
+    except psycopg.errors.InsufficientPrivilege:
+        return False  # needs superuser or pg_checkpoint (PostgreSQL 15+)
+    return True
 
 
 def _cpu_model() -> str:

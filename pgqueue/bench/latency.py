@@ -104,7 +104,7 @@ def run_pickup(ctx: BenchContext, run: int, *, listen: bool) -> PhaseResult:
     try:
         warm = _warm_up(ctx, listen)
         samples: list[Sample] = []
-        for _ in range(config.latency_samples):
+        for _ in range(config.pickup_samples):
             time.sleep(config.latency_spacing)
             job = ctx.app.enqueue(STAMP)
             samples.append((job.id, time.time()))
@@ -126,7 +126,7 @@ def run_steady(ctx: BenchContext, run: int) -> PhaseResult:
     worker = WorkerProcess(ctx.dsn, ctx.schema, WorkerOptions(config.concurrency, burst=False))
     try:
         warm = _warm_up(ctx, listen=True)
-        samples = _offer_load(ctx, config.load_rate, int(config.load_rate * config.load_seconds))
+        samples = _offer_load(ctx, config.load_rate, config.load_jobs)
         _wait_done(ctx, [job_id for job_id, _ in samples], 60)
         worker.stop()
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pgqueue.bench.common import BenchConfig
 from pgqueue.bench.runner import BenchReport
 from pgqueue.bench.stats import Summary
 
@@ -32,7 +33,8 @@ TARGETS: dict[str, tuple[str, float]] = {
 }
 
 
-def _rows(workers: tuple[int, ...], batch: int) -> list[Row]:
+def _rows(config: BenchConfig) -> list[Row]:
+    workers, batch = config.workers, config.concurrency
     rows = [
         Row("enqueue, 1 job per transaction", "enqueue_single.jobs_per_s", "jobs/s"),
         Row("  as % of raw INSERT floor", "enqueue_single.floor_ratio", "%", 0, 100),
@@ -68,8 +70,9 @@ def _rows(workers: tuple[int, ...], batch: int) -> list[Row]:
                  for q in (50, 95, 99)]
     rows += [
         Row("claim, empty table (median)", "claim_cost.empty_median_ms", "ms", 3),
-        Row("claim, 1M finished rows (median)", "claim_cost.full_median_ms", "ms", 3),
-        Row("  1M vs empty", "claim_cost.full_vs_empty", "%", 0, 100),
+        Row(f"claim, {config.finished_rows:,} finished rows (median)",
+            "claim_cost.full_median_ms", "ms", 3),
+        Row("  full vs empty", "claim_cost.full_vs_empty", "%", 0, 100),
     ]
     return rows
 
@@ -101,9 +104,9 @@ def _header(report: BenchReport) -> list[str]:
         f" full_page_writes={settings['full_page_writes']},"
         f" shared_buffers={settings['shared_buffers']}",
         f"workload: {config.jobs:,} no-op jobs per phase, worker -c {config.concurrency},"
-        f" bulk batches of {config.bulk_batch:,}, {config.latency_samples} latency samples"
+        f" bulk batches of {config.bulk_batch:,}, {config.pickup_samples} latency samples"
         f" every {config.latency_spacing * 1000:g} ms, steady load {config.load_rate:,g} jobs/s"
-        f" for {config.load_seconds:g} s; median of {config.runs} run(s), min-max",
+        f" ({config.load_jobs:,} jobs); median of {config.runs} run(s), min-max",
     ]
 
 
@@ -120,7 +123,7 @@ def format_report(report: BenchReport, width: int = 104) -> str:
     lines = [*_header(report), ""]
     lines.append(f"{'figure':<42}{'median':>12}  {'min-max':<21}{'unit':<7}target")
     lines.append("-" * width)
-    for row in _rows(report.config.workers, report.config.concurrency):
+    for row in _rows(report.config):
         summary = summaries.get(row.key)
         if summary is not None:
             lines.append(_line(row, summary))

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from types import FrameType
 from typing import Any
 
 from pgqueue.bench import claimcost, drain, enqueue, latency
 from pgqueue.bench.common import BenchConfig, BenchContext, PhaseResult
-from pgqueue.bench.dbenv import connect, machine_info, postgres_info, prepare_schema, truncate
+from pgqueue.bench.dbenv import (
+    checkpoint,
+    connect,
+    machine_info,
+    postgres_info,
+    prepare_schema,
+    truncate,
+)
 from pgqueue.bench.stats import Summary, summarize
 from pgqueue.bench.tasks import bench_app
 from pgqueue.dsn import redact_dsn
 
 __all__ = ["BenchReport", "run_bench"]
 
-Phase = Callable[[BenchContext, int], PhaseResult]
-
-# (figure, floor figure, name of the ratio): computed per run, so a ratio compares
-# measurements taken minutes apart, not a good run of one with a bad run of the other.
-RATIOS = (
-    ("enqueue_single.jobs_per_s", "insert_floor.jobs_per_s", "enqueue_single.floor_ratio"),
-)
+Phase = Callable[[BenchContext, int], "PhaseResult | list[PhaseResult]"]
 
 
 @dataclass
@@ -50,6 +56,8 @@ class BenchReport:
     def as_json(self) -> dict[str, Any]:
         config = asdict(self.config)
         config["workers"] = list(self.config.workers)
+        config["pickup_samples"] = self.config.pickup_samples
+        config["load_jobs"] = self.config.load_jobs
         return {
             "meta": self.meta,
             "config": config,
@@ -61,7 +69,7 @@ class BenchReport:
 
 def _plan(config: BenchConfig) -> list[Phase]:
     """The phases of one run, floors next to what they bound."""
-    phases: list[Phase] = [enqueue.run_insert_floor, enqueue.run_single, enqueue.run_bulk,
+    phases: list[Phase] = [enqueue.run_single_and_floor, enqueue.run_bulk,
                            drain.run_drain_floor]
     phases += [functools.partial(drain.run_drain, workers=count) for count in config.workers]
     phases += [
@@ -69,15 +77,14 @@ def _plan(config: BenchConfig) -> list[Phase]:
         functools.partial(latency.run_pickup, listen=False),
         latency.run_steady,
     ]
-    if not config.skip_1m:
-        phases.append(claimcost.run_claim_cost)
     return phases
 
 
 def _add_ratios(results: list[PhaseResult], workers: tuple[int, ...]) -> None:
+    """Each drain as a fraction of the floor of the same run (not of another run's)."""
     by_key = {f"{r.phase}.{name}": (r, value) for r in results for name, value in r.metrics.items()}
-    pairs = list(RATIOS) + [(f"drain_w{count}.jobs_per_s", "drain_floor.jobs_per_s",
-                             f"drain_w{count}.floor_ratio") for count in workers]
+    pairs = [(f"drain_w{count}.jobs_per_s", "drain_floor.jobs_per_s", f"drain_w{count}.floor_ratio")
+             for count in workers]
     for figure, floor, ratio in pairs:
         if figure in by_key and floor in by_key and by_key[floor][1]:
             result, value = by_key[figure]
@@ -92,6 +99,47 @@ def _describe(result: PhaseResult) -> str:
     return f"  {result.phase}: {shown}{check}"
 
 
+def _run_phase(ctx: BenchContext, phase: Phase, run: int) -> list[PhaseResult]:
+    outcome = phase(ctx, run)
+    results = outcome if isinstance(outcome, list) else [outcome]
+    for result in results:
+        ctx.echo(_describe(result))
+    return results
+
+
+def _claim_cost_runs(ctx: BenchContext) -> list[PhaseResult]:
+    """The claim-cost phase, after every other: building its table writes a lot."""
+    config = ctx.config
+    ctx.echo(f"building {config.finished_rows:,} finished rows for the claim-cost phase")
+    try:
+        ctx.echo(f"  built in {claimcost.build_finished_table(ctx):.1f}s")
+        return [result for run in range(1, config.runs + 1)
+                for result in _run_phase(ctx, claimcost.run_claim_cost, run)]
+    finally:
+        claimcost.drop_finished_table(ctx)
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """Turn SIGTERM into an exception, so worker processes are stopped and schemas cleaned.
+
+    Without it a terminated benchmark leaves listening workers running and a
+    million-row schema behind.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_bench(dsn: str | None, config: BenchConfig, echo: Callable[[str], None]) -> BenchReport:
     """Measure everything ``config`` asks for on ``dsn`` (None: the embedded database).
 
@@ -103,34 +151,37 @@ def run_bench(dsn: str | None, config: BenchConfig, echo: Callable[[str], None])
     if app.embedded_description:
         echo(app.embedded_description)
     prepare_schema(resolved, config.schema)
-    with connect(resolved) as admin:
+    with connect(resolved) as admin, _terminate_cleanly():
         ctx = BenchContext(resolved, config, app, admin, echo)
         report = BenchReport(_meta(ctx), config)
+        # A checkpoint now, so the next timed one is checkpoint_timeout away and
+        # not in the middle of the first runs.
+        report.meta["checkpoint_before_runs"] = checkpoint(admin)
         try:
-            if not config.skip_1m:
-                echo(f"building {config.finished_rows:,} finished rows for the claim-cost phase")
-                seconds = claimcost.build_finished_table(ctx)
-                echo(f"  built in {seconds:.1f}s")
             for run in range(1, config.runs + 1):
                 echo(f"run {run}/{config.runs}")
-                results = []
-                for phase in _plan(config):
-                    result = phase(ctx, run)
-                    results.append(result)
-                    echo(_describe(result))
+                results = [r for phase in _plan(config) for r in _run_phase(ctx, phase, run)]
                 _add_ratios(results, config.workers)
                 report.phases.extend(results)
-        finally:
             if not config.skip_1m:
-                claimcost.drop_finished_table(ctx)
+                report.phases.extend(_claim_cost_runs(ctx))
+        finally:
             truncate(admin, config.schema)
             app.close()
     report.meta["finished"] = _now()
+    report.meta["load_average_end"] = _load_average()
     return report
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return None
 
 
 def _meta(ctx: BenchContext) -> dict[str, Any]:
@@ -140,4 +191,6 @@ def _meta(ctx: BenchContext) -> dict[str, Any]:
         "embedded": ctx.app.embedded_description is not None,
         "machine": machine_info(),
         "postgres": postgres_info(ctx.admin),
+        # Other work on the machine shows up here; the benchmark cannot exclude it.
+        "load_average_start": _load_average(),
     }
