@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
@@ -29,6 +29,9 @@ from pgqueue.jobs import FINISHED_STATES, Job, JobState
 from pgqueue.names import DEFAULT_SCHEMA, events_channel, notify_channel, validate_schema_name
 from pgqueue.payload import MAX_PAYLOAD_BYTES_DEFAULT, JsonDefault, dump_args
 from pgqueue.results import AsyncResult
+
+if TYPE_CHECKING:
+    from pgqueue.testing import EagerRunner
 from pgqueue.retry import BACKOFF_BASE_DEFAULT, BACKOFF_MAX_DEFAULT
 from pgqueue.task_options import TaskOptions, TaskRoutes, build_task_options
 from pgqueue.tasks import (
@@ -146,6 +149,8 @@ class App:
         self._pool: ConnectionPool | None = None
         self._async_pool: AsyncConnectionPool | None = None
         self.embedded_description: str | None = None
+        # Set by pgqueue.testing.eager(): run jobs inline instead of storing them.
+        self.eager_runner: EagerRunner | None = None
         shared.attach(self)
 
     def __repr__(self) -> str:
@@ -528,11 +533,15 @@ class App:
 
     def insert(self, spec: JobSpec, *, connection: object | None = None) -> Job:
         """Insert a prepared job, in ``connection``'s transaction or in its own."""
+        if self.eager_runner is not None:
+            return self.eager_runner.run(spec)
         rows = self.run(queries.JOB_INSERT, self._insert_params(spec), connection)
         return row_to_job(rows[0], self)
 
     async def insert_async(self, spec: JobSpec, *, connection: object | None = None) -> Job:
         """The async twin of ``insert()``."""
+        if self.eager_runner is not None:
+            return self.eager_runner.run(spec)
         rows = await self.run_async(queries.JOB_INSERT, self._insert_params(spec), connection)
         return row_to_job(rows[0], self)
 
@@ -596,6 +605,8 @@ class App:
     ) -> list[Job]:
         """Insert many prepared jobs in one statement (one round trip), all or none."""
         checked = self._check_specs(specs)
+        if self.eager_runner is not None:
+            return [self.eager_runner.run(spec) for spec in checked]
         if not checked:
             return []
         rows = self.run(queries.JOB_INSERT_MANY, self._insert_many_params(checked), connection)
@@ -606,6 +617,8 @@ class App:
     ) -> list[Job]:
         """The async twin of ``enqueue_many()``."""
         checked = self._check_specs(specs)
+        if self.eager_runner is not None:
+            return [self.eager_runner.run(spec) for spec in checked]
         if not checked:
             return []
         rows = await self.run_async(
@@ -621,6 +634,8 @@ class App:
         Raises:
             JobNotFoundError: no such job.
         """
+        if self.eager_runner is not None:
+            return self.eager_runner.get(job_id)
         rows = self.run(queries.JOB_GET, {"id": job_id}, connection)
         if not rows:
             raise JobNotFoundError(job_id)
@@ -668,6 +683,11 @@ class App:
             TimeoutError: still unfinished after ``timeout`` seconds.
             JobNotFoundError: no such job.
         """
+        if self.eager_runner is not None:
+            job = self.eager_runner.get(job_id)
+            if job.state is JobState.SUCCEEDED:
+                return job.result
+            raise JobFailedError(job_id, job.state.value, job.last_error)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.connect() as listener:
             listener.execute(f'LISTEN "{self.events_channel}"')
