@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgqueue import db, queries, shared
+from pgqueue import db, queries, shared, tracing
 from pgqueue.dsn import redact_dsn, redact_text, resolve_dsn
 from pgqueue.errors import (
     ConfigurationError,
@@ -535,15 +535,23 @@ class App:
         """Insert a prepared job, in ``connection``'s transaction or in its own."""
         if self.eager_runner is not None:
             return self.eager_runner.run(spec)
-        rows = self.run(queries.JOB_INSERT, self._insert_params(spec), connection)
-        return row_to_job(rows[0], self)
+        with tracing.span("pgqueue.enqueue", task=spec.task, queue=spec.queue) as current:
+            rows = self.run(queries.JOB_INSERT, self._insert_params(spec), connection)
+            job = row_to_job(rows[0], self)
+            if current is not None:
+                current.set_attribute("pgqueue.job_id", job.id)
+        return job
 
     async def insert_async(self, spec: JobSpec, *, connection: object | None = None) -> Job:
         """The async twin of ``insert()``."""
         if self.eager_runner is not None:
             return self.eager_runner.run(spec)
-        rows = await self.run_async(queries.JOB_INSERT, self._insert_params(spec), connection)
-        return row_to_job(rows[0], self)
+        with tracing.span("pgqueue.enqueue", task=spec.task, queue=spec.queue) as current:
+            rows = await self.run_async(queries.JOB_INSERT, self._insert_params(spec), connection)
+            job = row_to_job(rows[0], self)
+            if current is not None:
+                current.set_attribute("pgqueue.job_id", job.id)
+        return job
 
     def enqueue(
         self,

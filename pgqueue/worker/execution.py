@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from pgqueue import queries
+from pgqueue import queries, tracing
 from pgqueue.errors import ArgumentError, Retry, SerializationError, UnknownTaskError
 from pgqueue.faults import faultpoint
 from pgqueue.payload import dump_result, redact, scrub_secrets
@@ -344,6 +344,16 @@ def outcome_of_error(task: Task[Any] | None, job: ClaimedJob, error: BaseExcepti
 
 def run_job(app: App, job: ClaimedJob, events_channel: str) -> Outcome:
     """Run a synchronous task in this thread and decide the outcome."""
+    with tracing.span(
+        "pgqueue.run", task=job.task, queue=job.queue, job_id=job.id, attempt=job.attempt
+    ) as current:
+        outcome = _run_sync(app, job, events_channel)
+        if current is not None:
+            current.set_attribute("pgqueue.outcome", type(outcome).__name__.lower())
+    return outcome
+
+
+def _run_sync(app: App, job: ClaimedJob, events_channel: str) -> Outcome:
     task: Task[Any] | None = None
     try:
         task, prefix, kwargs = prepare_call(app, job, events_channel)
@@ -359,6 +369,18 @@ async def run_job_async(
     app: App, job: ClaimedJob, events_channel: str, timeout: float | None
 ) -> Outcome:
     """Run an ``async def`` task on the running loop, cancelled at ``timeout``."""
+    with tracing.span(
+        "pgqueue.run", task=job.task, queue=job.queue, job_id=job.id, attempt=job.attempt
+    ) as current:
+        outcome = await _run_async(app, job, events_channel, timeout)
+        if current is not None:
+            current.set_attribute("pgqueue.outcome", type(outcome).__name__.lower())
+    return outcome
+
+
+async def _run_async(
+    app: App, job: ClaimedJob, events_channel: str, timeout: float | None
+) -> Outcome:
     task: Task[Any] | None = None
     try:
         task, prefix, kwargs = prepare_call(app, job, events_channel)

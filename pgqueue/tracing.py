@@ -1,0 +1,34 @@
+"""OpenTelemetry spans around enqueue and run, when ``opentelemetry-api`` is installed.
+
+Without the package every function here is a no-op. Span attributes name the
+task, queue, job id, attempt and outcome; never the arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["span"]
+
+try:
+    from opentelemetry import trace as _trace
+except ImportError:  # optional dependency
+    _trace = None  # type: ignore[assignment]
+
+_tracer: Any = _trace.get_tracer("pgqueue") if _trace is not None else None
+
+
+@contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Any]:
+    """A span called ``name`` with ``pgqueue.*`` attributes, or nothing without OpenTelemetry."""
+    if _tracer is None:
+        yield None
+        return
+    with _tracer.start_as_current_span(
+        name,
+        attributes={f"pgqueue.{key}": value for key, value in attributes.items()
+                    if value is not None},
+    ) as current:
+        yield current
