@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from pgqueue import queries
 from pgqueue.bench.common import BenchContext, PhaseResult, count_in_state, jobs_table
@@ -110,34 +113,64 @@ def _worker_metrics(reports: list[WorkerReport], jobs: int) -> dict[str, float]:
 
 
 def run_drain_floor(ctx: BenchContext, run: int) -> PhaseResult:
-    """The worker's claim and completion statements back to back on one connection.
+    """The worker's claim and completion statements with no runtime around them.
 
-    No threads, no executor, no bookkeeping: what PostgreSQL and psycopg cost
-    for the same batches, the floor the runtime is measured against.
+    Shaped like the worker, so the ratio isolates pgqueue's own code: one thread
+    claims batches of ``concurrency`` jobs on its connection, another completes
+    whatever has accumulated on a second connection; no executor, no task call,
+    no bookkeeping.
     """
     config = ctx.config
     _fill(ctx)
-    claim = queries.render(queries.JOB_CLAIM, ctx.schema)
-    succeed = queries.render(queries.JOB_SUCCEED_MANY, ctx.schema)
-    claim_params = {"queue": "default", "limit": config.concurrency,
-                    "worker_id": FLOOR_APPLICATION, "lease_seconds": 30.0}
     keep = worker_backends(ctx.admin)
     before = Counters.read(ctx.admin)
-    with connect(ctx.dsn, FLOOR_APPLICATION) as connection, connection.cursor() as cursor:
-        while True:
-            cursor.execute(claim, claim_params)
-            rows = cursor.fetchall()
-            if not rows:
-                break
-            cursor.execute(succeed, {
-                "ids": [row[0] for row in rows], "lease_tokens": [row[8] for row in rows],
-                "results": ["null"] * len(rows), "events_channel": ctx.app.events_channel,
-            })
-            cursor.fetchall()
+    claimed: queue.SimpleQueue[list[tuple[Any, ...]] | None] = queue.SimpleQueue()
+    with ThreadPoolExecutor(1, thread_name_prefix="bench-floor-completer") as pool:
+        completing = pool.submit(_complete_loop, ctx, claimed)
+        try:
+            _claim_loop(ctx, claimed, config.concurrency)
+        finally:
+            claimed.put(None)
+        completing.result()
     wait_backends_gone(ctx.admin, keep)
     span = Span.read(ctx)
     metrics = span.metrics()
     metrics.update(_counted(ctx, before, span.jobs))
     return PhaseResult("drain_floor", run, config.jobs,
                        count_in_state(ctx.admin, ctx.schema, "succeeded"), "succeeded", metrics,
-                       {"batch": config.concurrency})
+                       {"claim_batch": config.concurrency})
+
+
+def _claim_loop(ctx: BenchContext, claimed: queue.SimpleQueue[Any], batch: int) -> None:
+    sql = queries.render(queries.JOB_CLAIM, ctx.schema)
+    params = {"queue": "default", "limit": batch, "worker_id": FLOOR_APPLICATION,
+              "lease_seconds": 30.0}
+    with connect(ctx.dsn, FLOOR_APPLICATION) as connection, connection.cursor() as cursor:
+        while True:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            claimed.put(rows)
+
+
+def _complete_loop(ctx: BenchContext, claimed: queue.SimpleQueue[Any]) -> None:
+    sql = queries.render(queries.JOB_SUCCEED_MANY, ctx.schema)
+    done = False
+    with connect(ctx.dsn, FLOOR_APPLICATION) as connection, connection.cursor() as cursor:
+        while not done:
+            rows: list[tuple[Any, ...]] = []
+            item = claimed.get()
+            while item is not None:
+                rows.extend(item)
+                try:
+                    item = claimed.get_nowait()
+                except queue.Empty:
+                    break
+            done = item is None
+            if rows:
+                cursor.execute(sql, {
+                    "ids": [row[0] for row in rows], "lease_tokens": [row[8] for row in rows],
+                    "results": ["null"] * len(rows), "events_channel": ctx.app.events_channel,
+                })
+                cursor.fetchall()

@@ -14,12 +14,8 @@ from pgqueue.bench.tasks import NOOP
 __all__ = ["bulk_fill", "run_bulk", "run_single_and_floor"]
 
 FLOOR_QUEUE = "floor"
-ENQUEUE_BLOCK = 500
+ENQUEUE_BLOCK = 100
 WARM_UP = 10
-
-# The parameters App.enqueue() binds for a no-op job with no options.
-_INSERT_PARAMS = {"queue": "default", "task": NOOP, "args": "{}", "priority": 0,
-                  "run_at": None, "delay_seconds": 0.0, "max_attempts": 5}
 
 
 def _count_queue(ctx: BenchContext, queue: str) -> int:
@@ -41,7 +37,9 @@ def run_single_and_floor(ctx: BenchContext, run: int) -> list[PhaseResult]:
     """
     app, jobs = ctx.app, ctx.config.jobs
     sql = queries.render(queries.JOB_INSERT, ctx.schema)
-    floor_params = {**_INSERT_PARAMS, "queue": FLOOR_QUEUE}
+    # Exactly what App.enqueue binds, taken from App itself so that the floor
+    # follows every change to the statement and its parameters.
+    floor_params = {**App._insert_params(app.prepare(NOOP)), "queue": FLOOR_QUEUE}
     seconds = {"floor": 0.0, "pgqueue": 0.0}
     with connect(ctx.dsn) as connection, connection.cursor() as cursor:
         for _ in range(WARM_UP):  # connect the pool, let psycopg prepare both statements

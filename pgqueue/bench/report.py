@@ -56,7 +56,9 @@ def _rows(config: BenchConfig) -> list[Row]:
             Row("  worker peak RSS", f"{key}.worker_rss_mib", "MiB", 1),
         ]
     rows += [
-        Row(f"floor: claim+complete loop, batch {batch}", "drain_floor.jobs_per_s", "jobs/s"),
+        Row(f"floor: raw claim (batch {batch}) + complete", "drain_floor.jobs_per_s",
+            "jobs/s"),
+        Row("  jobs per completion", "drain_floor.complete_batch_avg", "jobs", 1),
         Row("  commits per job", "drain_floor.commits_per_job", "", 2),
         Row("  WAL per job", "drain_floor.wal_bytes_per_job", "bytes"),
     ]
