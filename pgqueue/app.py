@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -15,7 +16,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from pgqueue import db, queries, shared, tracing
-from pgqueue.dsn import redact_dsn, redact_text, resolve_dsn
+from pgqueue.dsn import connection_failure_reason, redact_dsn, redact_text, resolve_dsn
 from pgqueue.errors import (
     ConfigurationError,
     ConnectionLost,
@@ -55,6 +56,7 @@ R = TypeVar("R")
 R2 = TypeVar("R2")
 
 APPLICATION_NAME = "pgqueue"
+SCHEMA_ENV_VAR = "PGQUEUE_SCHEMA"
 POOL_SIZE_DEFAULT = 4
 CONNECT_TIMEOUT_DEFAULT = 10
 
@@ -108,7 +110,8 @@ class App:
     Args:
         dsn: PostgreSQL URL. ``None`` reads ``PGQUEUE_DATABASE_URL``; if that is
             unset too, the embedded development database is started on first use.
-        schema: the schema holding pgqueue's tables (``pgqueue``).
+        schema: the schema holding pgqueue's tables; ``None`` reads
+            ``PGQUEUE_SCHEMA``, else ``pgqueue``.
         max_payload_bytes: largest accepted JSON encoding of a job's arguments.
         json_default: a ``default=`` function for ``json.dumps``, to encode types
             JSON lacks (datetimes, decimals...). Tasks then receive the encoded form.
@@ -124,13 +127,15 @@ class App:
         self,
         dsn: str | None = None,
         *,
-        schema: str = DEFAULT_SCHEMA,
+        schema: str | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES_DEFAULT,
         json_default: JsonDefault | None = None,
         pool_size: int = POOL_SIZE_DEFAULT,
         connect_timeout: float = CONNECT_TIMEOUT_DEFAULT,
         task_routes: Mapping[str, str | Mapping[str, Any]] | None = None,
     ) -> None:
+        if schema is None:
+            schema = os.environ.get(SCHEMA_ENV_VAR) or DEFAULT_SCHEMA
         self.schema = validate_schema_name(schema)
         self._dsn = resolve_dsn(dsn)
         if max_payload_bytes < 1:
@@ -181,12 +186,20 @@ class App:
         """A Celery-style live handle on job ``job_id``."""
         return AsyncResult(job_id, self)
 
-    def use_database(self, dsn: str) -> None:
-        """Point this app at ``dsn`` (the CLI's ``--dsn``); only before it has connected."""
+    def use_database(self, dsn: str | None = None, *, schema: str | None = None) -> None:
+        """Point this app at another database and/or schema (the CLI's ``--dsn``, ``--schema``).
+
+        Only before the app has connected.
+        """
         if self._pool is not None or self._async_pool is not None:
             raise ConfigurationError("use_database() must be called before the app connects")
-        self._dsn = resolve_dsn(dsn)
-        self.embedded_description = None
+        if dsn is not None:
+            self._dsn = resolve_dsn(dsn)
+            self.embedded_description = None
+        if schema is not None:
+            self.schema = validate_schema_name(schema)
+            self.notify_channel = notify_channel(self.schema)
+            self.events_channel = events_channel(self.schema)
 
     @property
     def is_embedded(self) -> bool:
@@ -224,15 +237,18 @@ class App:
             raise self._unavailable(error) from None
 
     def _unavailable(self, error: BaseException) -> DatabaseUnavailableError:
-        reason = redact_text(
-            str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        return DatabaseUnavailableError(
+            f"could not connect to {redact_dsn(self.dsn)}: {connection_failure_reason(error)}"
         )
-        return DatabaseUnavailableError(f"could not connect to {redact_dsn(self.dsn)}: {reason}")
 
     def _get_pool(self) -> ConnectionPool:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
+                    # Connect once first: an unreachable or misconfigured server then
+                    # fails at once with its own reason, instead of after the pool's
+                    # timeout behind a series of retry warnings.
+                    self.connect().close()
                     pool = ConnectionPool(
                         self.dsn,
                         min_size=1,

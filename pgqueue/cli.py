@@ -25,6 +25,7 @@ from pgqueue.errors import (
     PgqueueError,
     SchemaNotMigratedError,
 )
+from pgqueue.names import DEFAULT_SCHEMA
 
 __all__ = ["main"]
 
@@ -63,9 +64,20 @@ def handle_errors(func: F) -> F:
 class Context:
     """Options shared by every command."""
 
-    def __init__(self, dsn: str | None, schema: str) -> None:
+    def __init__(
+        self,
+        dsn: str | None,
+        schema: str | None,
+        *,
+        dsn_on_command_line: bool = False,
+        schema_on_command_line: bool = False,
+    ) -> None:
         self.dsn = dsn
-        self.schema = schema
+        self.schema = DEFAULT_SCHEMA if schema is None else schema
+        # Whether --dsn/--schema were typed (not inherited from the environment):
+        # `pgqueue work` lets only those override what the user's App chose.
+        self.dsn_on_command_line = dsn_on_command_line
+        self.schema_on_command_line = schema_on_command_line
         self._apps: list[App] = []
 
     def app(self) -> App:
@@ -94,15 +106,20 @@ def _announce_embedded(app: App) -> None:
 @click.option(
     "--schema",
     envvar="PGQUEUE_SCHEMA",
-    default="pgqueue",
-    show_default=True,
-    help="Schema holding pgqueue's tables [env PGQUEUE_SCHEMA].",
+    default=None,
+    help="Schema holding pgqueue's tables [env PGQUEUE_SCHEMA; default: pgqueue].",
 )
 @click.version_option(package_name="pgqueue")
 @click.pass_context
-def main(ctx: click.Context, dsn: str | None, schema: str) -> None:
+def main(ctx: click.Context, dsn: str | None, schema: str | None) -> None:
     """pgqueue: a PostgreSQL-backed job queue."""
-    ctx.obj = Context(dsn, schema)
+    typed = click.core.ParameterSource.COMMANDLINE
+    ctx.obj = Context(
+        dsn,
+        schema,
+        dsn_on_command_line=ctx.get_parameter_source("dsn") is typed,
+        schema_on_command_line=ctx.get_parameter_source("schema") is typed,
+    )
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -168,6 +185,8 @@ def _register_worker_commands() -> None:
     main.add_command(work_command)
     main.add_command(demo_command)
     main.add_command(bench_command)
+    from pgqueue.cli_chaos import chaos_command
+    main.add_command(chaos_command)
 
 
 _register_worker_commands()

@@ -176,12 +176,17 @@ def work_command(
         app_path=app_path,
     )
     app = load_app(app_path)
-    if obj.dsn:
-        app.use_database(obj.dsn)
+    # The App in your module chose its database and schema (possibly from the
+    # environment); only --dsn/--schema typed on this command line override them.
+    app.use_database(
+        obj.dsn if obj.dsn_on_command_line else None,
+        schema=obj.schema if obj.schema_on_command_line else None,
+    )
     if app.is_embedded and app.embedded_description:
         click.echo(app.embedded_description, err=True)
-    code = Worker(app, config).run()
-    _exit_even_with_stuck_threads(code)
+    worker = Worker(app, config)
+    code = worker.run()
+    _exit_even_with_stuck_threads(code, worker.stuck_tasks)
 
 
 def _retention(text: str) -> float | None:
@@ -190,26 +195,21 @@ def _retention(text: str) -> float | None:
     return None if text.strip().lower() == "forever" else parse_duration(text)
 
 
-def _exit_even_with_stuck_threads(code: int) -> None:
+def _exit_even_with_stuck_threads(code: int, stuck_tasks: int) -> None:
     """Exit now, even if a task thread is still stuck in user code.
 
     Its job was already released (or failed by its timeout), so nothing is lost;
     waiting for the thread could keep a stopping worker alive indefinitely.
     """
+    if not stuck_tasks:
+        raise click.exceptions.Exit(code)
     import logging
     import os
     import sys
-    import threading
 
-    stuck = [
-        t
-        for t in threading.enumerate()
-        if t is not threading.current_thread() and not t.daemon and t.is_alive()
-    ]
-    if not stuck:
-        raise click.exceptions.Exit(code)
     logging.getLogger("pgqueue.worker").warning(
-        "exiting with %d task thread(s) still running user code", len(stuck)
+        "exiting with %d task thread(s) still running user code (their jobs were"
+        " released or failed by their timeout)", stuck_tasks,
     )
     logging.shutdown()
     sys.stdout.flush()

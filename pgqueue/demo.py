@@ -130,8 +130,9 @@ def run_demo(dsn: str | None, *, keep: bool = False, echo: Callable[[str], None]
         done_by = connection.execute(
             f'SELECT count(DISTINCT worker_id) FROM "{schema}".jobs'
         ).fetchone()
+        workers_used = done_by[0] if done_by else 0
         echo(
-            f"\n{done_by[0] if done_by else 0} workers shared the work."
+            f"\n{workers_used} worker{'s' if workers_used != 1 else ''} shared the work."
             f" Finished in {time.monotonic() - started:.1f}s."
         )
         if not keep:

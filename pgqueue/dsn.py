@@ -13,7 +13,14 @@ import psycopg.conninfo
 
 from pgqueue.errors import InvalidDatabaseURL
 
-__all__ = ["DSN_ENV_VAR", "normalize_dsn", "redact_dsn", "redact_text", "resolve_dsn"]
+__all__ = [
+    "DSN_ENV_VAR",
+    "connection_failure_reason",
+    "normalize_dsn",
+    "redact_dsn",
+    "redact_text",
+    "resolve_dsn",
+]
 
 DSN_ENV_VAR = "PGQUEUE_DATABASE_URL"
 
@@ -72,3 +79,19 @@ def resolve_dsn(dsn: str | None) -> str | None:
     """The explicit ``dsn``, else ``$PGQUEUE_DATABASE_URL``, else ``None`` (embedded)."""
     chosen = dsn or os.environ.get(DSN_ENV_VAR) or None
     return normalize_dsn(chosen) if chosen else None
+
+
+def connection_failure_reason(error: BaseException) -> str:
+    """The useful part of libpq's connection error, password redacted, on one line.
+
+    libpq says ``connection failed: connection to server at "db", port 5432
+    failed: FATAL: password authentication failed for user "app"`` and adds hint
+    lines; keep the innermost reason of the first line.
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    reason = lines[0].removeprefix("connection failed: ")
+    if reason.startswith("connection to server") and " failed: " in reason:
+        reason = reason.split(" failed: ", 1)[1]
+    return redact_text(reason.removeprefix("FATAL:  ").removeprefix("FATAL: "))

@@ -71,7 +71,8 @@ class ConnectionLost(PgqueueError):
     """The connection broke while a statement or commit was in flight.
 
     Raised by enqueue when the outcome of its own commit cannot be known: the job
-    may or may not exist. Look it up (or enqueue with a dedup key) before retrying.
+    may or may not exist. Check for it (for example by a business key in its
+    arguments) before enqueueing again, or make the task idempotent.
     """
 
 

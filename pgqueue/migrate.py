@@ -10,6 +10,7 @@ schema already at head change nothing.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,8 @@ __all__ = [
     "upgrade",
     "upgrade_sql",
 ]
+
+logger = logging.getLogger("pgqueue")
 
 # The revision this version of pgqueue needs. A test checks it is Alembic's head.
 HEAD_REVISION = "0003"
@@ -85,16 +88,35 @@ def current_revision(connection: psycopg.Connection[Any], schema: str) -> str | 
     return None if row is None else str(row[0])
 
 
+def _revision_number(revision: str | None) -> int | None:
+    return int(revision) if revision is not None and revision.isdigit() else None
+
+
 def check_schema(connection: psycopg.Connection[Any], schema: str) -> None:
-    """Raise SchemaNotMigratedError unless the database is at ``HEAD_REVISION``."""
+    """Raise SchemaNotMigratedError unless the database is at ``HEAD_REVISION`` or newer.
+
+    A newer revision is accepted (with a warning): pgqueue's migrations only add,
+    so during a rolling deploy the workers still on the old version keep working
+    after the new version migrated the database.
+    """
     current = current_revision(connection, schema)
-    if current != HEAD_REVISION:
-        raise SchemaNotMigratedError(
-            f"database schema is at revision {current or '<none>'},"
-            f" this pgqueue requires {HEAD_REVISION}; run 'pgqueue migrate'",
-            current=current,
-            required=HEAD_REVISION,
+    current_number = _revision_number(current)
+    head_number = _revision_number(HEAD_REVISION)
+    if current == HEAD_REVISION:
+        return
+    if current_number is not None and head_number is not None and current_number > head_number:
+        logger.warning(
+            "database schema %s is at revision %s, newer than this pgqueue's %s; continuing"
+            " (migrations are additive), but upgrade pgqueue on this host",
+            schema, current, HEAD_REVISION,
         )
+        return
+    raise SchemaNotMigratedError(
+        f"database schema is at revision {current or '<none>'},"
+        f" this pgqueue requires {HEAD_REVISION}; run 'pgqueue migrate'",
+        current=current,
+        required=HEAD_REVISION,
+    )
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -25,11 +26,20 @@ REDACTED = "[REDACTED]"
 JsonDefault = Callable[[Any], Any]
 
 # Keys whose values never reach a log line, an error message, `jobs show` or a metric.
-_SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|apikey|auth|credential|private[_-]?key"
-    r"|session[_-]?id|cookie|signature",
-    re.IGNORECASE,
+# Matched against the words of a key ("apiKey", "api-key", "API_KEY" -> api, key),
+# so that "passenger_count" or "author" are not mistaken for secrets.
+_SECRET_WORDS = frozenset(
+    {
+        "password", "passwd", "pwd", "pass", "passphrase", "secret", "secrets", "token",
+        "tokens", "apikey", "auth", "authorization", "credential", "credentials", "cookie",
+        "cookies", "signature", "otp", "pin", "ssn", "dsn",
+    }
 )
+_SECRET_PAIRS = frozenset(
+    {("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"),
+     ("session", "id"), ("session", "key"), ("card", "number"), ("client", "secret")}
+)
+_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
 
 
 def _dumps(value: Any, default: JsonDefault | None) -> str:
@@ -195,8 +205,11 @@ def dump_result(task: str, value: Any, default: JsonDefault | None = None) -> st
 
 
 def is_secret_key(key: str) -> bool:
-    """Whether a key name looks like it holds a secret."""
-    return bool(_SECRET_KEY.search(key))
+    """Whether a key name looks like it holds a secret (password, api_key, authToken...)."""
+    words = [word.lower() for word in _WORD_BOUNDARY.split(key) if word]
+    if any(word in _SECRET_WORDS for word in words):
+        return True
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
 def redact(value: Any) -> Any:

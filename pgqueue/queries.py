@@ -185,10 +185,11 @@ RETURNING j.id, j.cancel_requested_at IS NOT NULL
 
 JOB_INSERT = (
     """
-INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts)
+INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts, expires_at)
 VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s,
         coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay_seconds)s)),
-        %(max_attempts)s)
+        %(max_attempts)s,
+        coalesce(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)))
 RETURNING """
     + JOB_COLUMNS
 )

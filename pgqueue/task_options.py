@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgqueue.errors import ConfigurationError, InvalidOptionError
-from pgqueue.retry import BACKOFF_BASE_DEFAULT, RetryPolicy
 from pgqueue.names import MAX_ATTEMPTS_RANGE
+from pgqueue.retry import BACKOFF_BASE_DEFAULT, RetryPolicy
 
 __all__ = ["DEFAULT_RETRY_DELAY", "TaskOptions", "TaskRoutes", "celery_options"]
 

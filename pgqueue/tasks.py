@@ -37,7 +37,7 @@ _queue_re = re.compile(QUEUE_NAME_PATTERN)
 
 # Keyword names that Task.enqueue() takes as options rather than task arguments.
 ENQUEUE_OPTION_NAMES = frozenset(
-    {"connection", "queue", "priority", "run_at", "countdown", "max_attempts"}
+    {"connection", "queue", "priority", "run_at", "countdown", "max_attempts", "expires"}
 )
 
 
@@ -255,6 +255,7 @@ class Task(Generic[R]):
         run_at: datetime | None = None,
         countdown: float | None = None,
         max_attempts: int | None = None,
+        expires: datetime | float | None = None,
         **kwargs: Any,
     ) -> JobSpec:
         """Validate and encode a job without inserting it (for ``app.enqueue_many``)."""
@@ -267,6 +268,7 @@ class Task(Generic[R]):
             run_at=run_at,
             countdown=countdown,
             max_attempts=max_attempts,
+            expires=expires,
         )
 
     def enqueue(
@@ -278,15 +280,18 @@ class Task(Generic[R]):
         run_at: datetime | None = None,
         countdown: float | None = None,
         max_attempts: int | None = None,
+        expires: datetime | float | None = None,
         **kwargs: Any,
     ) -> Job:
         """Store a job that will call this task with these arguments.
 
         With ``connection=`` the job joins the caller's transaction (commit and it
         exists, roll back and it never did); without it, pgqueue commits it at
-        once. ``queue``, ``priority``, ``run_at``, ``countdown`` and
-        ``max_attempts`` override the task's defaults for this job; a task
-        parameter with one of those names can be passed with ``apply_async``.
+        once. ``queue``, ``priority``, ``run_at``, ``countdown``,
+        ``max_attempts`` and ``expires`` (an aware datetime or seconds: not
+        started by then, the job is cancelled) override the task's defaults for
+        this job; a task parameter with one of those names can be passed with
+        ``apply_async``.
         """
         spec = self.prepare(
             *args,
@@ -295,6 +300,7 @@ class Task(Generic[R]):
             run_at=run_at,
             countdown=countdown,
             max_attempts=max_attempts,
+            expires=expires,
             **kwargs,
         )
         return self.app.insert(spec, connection=connection)
@@ -308,6 +314,7 @@ class Task(Generic[R]):
         run_at: datetime | None = None,
         countdown: float | None = None,
         max_attempts: int | None = None,
+        expires: datetime | float | None = None,
         **kwargs: Any,
     ) -> Job:
         """``enqueue()`` for asyncio code and async connections."""
@@ -318,6 +325,7 @@ class Task(Generic[R]):
             run_at=run_at,
             countdown=countdown,
             max_attempts=max_attempts,
+            expires=expires,
             **kwargs,
         )
         return await self.app.insert_async(spec, connection=connection)

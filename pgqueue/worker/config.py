@@ -94,7 +94,7 @@ class WorkerConfig:
         app_path: the App's import path; needed by the process pool.
     """
 
-    queues: tuple[QueueSpec, ...] = (QueueSpec("default"),)
+    queues: tuple[QueueSpec, ...] | list[str] | str = (QueueSpec("default"),)
     concurrency: int = CONCURRENCY_DEFAULT
     pool: str = "thread"
     lease_seconds: float = LEASE_SECONDS_DEFAULT
@@ -113,6 +113,15 @@ class WorkerConfig:
     app_path: str | None = field(default=None)
 
     def __post_init__(self) -> None:
+        if isinstance(self.queues, str) or any(not isinstance(q, QueueSpec) for q in self.queues):
+            # Accept "a,b", ["a", "b=4"] or QueueSpec objects alike.
+            names = [self.queues] if isinstance(self.queues, str) else [
+                q if isinstance(q, str)
+                else f"{q.name}={q.limit}" if isinstance(q, QueueSpec) and q.limit
+                else q.name if isinstance(q, QueueSpec) else str(q)
+                for q in self.queues
+            ]
+            object.__setattr__(self, "queues", parse_queues(names))
         if not self.queues:
             raise ConfigurationError("a worker needs at least one queue")
         if not 1 <= self.concurrency <= 1000:
@@ -145,5 +154,10 @@ class WorkerConfig:
             )
 
     @property
+    def queue_specs(self) -> tuple[QueueSpec, ...]:
+        assert isinstance(self.queues, tuple)
+        return self.queues  # normalised by __post_init__
+
+    @property
     def queue_names(self) -> list[str]:
-        return [spec.name for spec in self.queues]
+        return [spec.name for spec in self.queue_specs]

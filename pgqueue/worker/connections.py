@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from pgqueue import db, queries
-from pgqueue.dsn import redact_text
+from pgqueue.dsn import connection_failure_reason
 from pgqueue.errors import DatabaseUnavailableError
 
 __all__ = ["Backoff", "Disconnected", "ManagedConnection"]
@@ -70,8 +70,7 @@ class Backoff:
 
 
 def _reason(error: BaseException) -> str:
-    text = str(error).strip()
-    return redact_text(text.splitlines()[0] if text else type(error).__name__)
+    return connection_failure_reason(error)
 
 
 class ManagedConnection:

@@ -137,19 +137,27 @@ class JobContext:
         job run again. Returns False if the lease was lost (the job was rescued
         and may run elsewhere): the caller should roll back.
         """
-        rows = self._app.run(
-            queries.JOB_SUCCEED_MANY,
-            {
-                "ids": [self._job.id],
-                "lease_tokens": [self._job.lease_token],
-                "results": [dump_result(self._job.task, result, self._app.json_default)],
-                "events_channel": self._events_channel,
-            },
-            connection,
+        rows = self._app.run(queries.JOB_SUCCEED_MANY, self._complete_params(result), connection)
+        completed = bool(rows and rows[0][0])
+        self._job.completed_in_transaction = completed
+        return completed
+
+    async def complete_async(self, connection: object, result: Any = None) -> bool:
+        """``complete()`` for async tasks and async connections (psycopg, SQLAlchemy)."""
+        rows = await self._app.run_async(
+            queries.JOB_SUCCEED_MANY, self._complete_params(result), connection
         )
         completed = bool(rows and rows[0][0])
         self._job.completed_in_transaction = completed
         return completed
+
+    def _complete_params(self, result: Any) -> dict[str, Any]:
+        return {
+            "ids": [self._job.id],
+            "lease_tokens": [self._job.lease_token],
+            "results": [dump_result(self._job.task, result, self._app.json_default)],
+            "events_channel": self._events_channel,
+        }
 
     def __repr__(self) -> str:
         return f"<JobContext job={self.id} task={self.task} attempt={self.attempt}>"

@@ -133,6 +133,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.exit_code = 0
+        self.stuck_tasks = 0
 
     # ------------------------------------------------------------- lifecycle
 
@@ -369,8 +370,8 @@ class Worker:
         """Claim up to ``free`` jobs, queue by queue in preference order."""
         total = 0
         exhausted = True
-        counts = self._per_queue_running() if any(q.limit for q in self.config.queues) else {}
-        for spec in self.config.queues:
+        counts = self._per_queue_running() if any(q.limit for q in self.config.queue_specs) else {}
+        for spec in self.config.queue_specs:
             if spec.name in self._paused:
                 continue
             want = free - total
@@ -524,16 +525,20 @@ class Worker:
         job, outcome = finished.job, finished.outcome
         with self._lock:
             self._held.pop(job.id, None)
-        if not written and not job.completed_in_transaction:
-            self.stats.stale += 1
-            if self.metrics is not None:
-                self.metrics.stale_completion()
-            return
+        if not written:
+            if job.completed_in_transaction:
+                # The task's own transaction finished the job; nothing was left to do.
+                outcome = Succeeded("null")
+            else:
+                self.stats.stale += 1
+                if self.metrics is not None:
+                    self.metrics.stale_completion()
+                return
         if self.metrics is not None:
             self.metrics.job_finished(
                 job.task, job.queue, _outcome_label(outcome), finished.runtime
             )
-        if isinstance(outcome, Succeeded) or job.completed_in_transaction:
+        if isinstance(outcome, Succeeded):
             self.stats.succeeded += 1
             if logger.isEnabledFor(logging.INFO):
                 logger.info(
@@ -768,7 +773,11 @@ class Worker:
         for thread in self._threads:
             thread.join(timeout=10)
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            with self._lock:
+                # Tasks given up on (timeout, release) whose threads are still inside
+                # user code: Python cannot stop them, so do not wait for them.
+                self.stuck_tasks = len(self._running)
+            self._executor.shutdown(wait=self.stuck_tasks == 0, cancel_futures=True)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(timeout=10)

@@ -67,8 +67,16 @@ def test_expired_jobs_are_revoked_not_run(app: App, db: psycopg.Connection[objec
     def work() -> None:
         ran.append(1)
 
-    result = work.apply_async(expires=0.001)
-    db.execute("UPDATE pgqueue.jobs SET expires_at = now() - interval '1 second'")
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    result = work.apply_async(expires=past)
+    relative = work.apply_async(expires=3600)
+    row = db.execute(
+        "SELECT extract(epoch FROM expires_at - created_at) FROM pgqueue.jobs WHERE id = %s",
+        (relative.id,),
+    ).fetchone()
+    assert row is not None
+    assert 3599 <= float(row[0]) <= 3601
+    relative.revoke()
     from pgqueue.maintenance import expire_jobs
 
     burst(app)

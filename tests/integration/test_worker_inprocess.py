@@ -335,3 +335,59 @@ def test_non_json_result_goes_dead_with_reason(app: App) -> None:
     assert final.state is JobState.DEAD
     assert final.last_error is not None
     assert "result of task 'weird' is not JSON-serializable at $.when" in final.last_error
+
+
+def test_worker_accepts_plain_queue_names(app: App) -> None:
+    """Worker(app, queues=["emails", "low=2"]) and "a,b" strings are accepted as is."""
+
+    @app.task(queue="emails")
+    def send() -> str:
+        return "sent"
+
+    job = send.enqueue()
+    worker = Worker(app, burst=True, queues=["emails", "low=2"])
+    assert [(q.name, q.limit) for q in worker.config.queue_specs] == [("emails", None), ("low", 2)]
+    assert worker.run() == 0
+    assert app.get_job(job.id).result == "sent"
+
+
+def test_schema_from_environment(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """App() with no schema reads PGQUEUE_SCHEMA."""
+    monkeypatch.setenv("PGQUEUE_SCHEMA", "jobs_elsewhere")
+    other = App(dsn)
+    assert other.schema == "jobs_elsewhere"
+    assert other.notify_channel == "pgqueue_jobs_elsewhere"
+    monkeypatch.delenv("PGQUEUE_SCHEMA")
+    assert App(dsn).schema == "pgqueue"
+
+
+def test_newer_schema_revision_is_accepted_for_rolling_deploys(
+    fresh_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker of an older pgqueue keeps running against a newer, additive schema."""
+    from pgqueue.migrate import HEAD_REVISION, check_schema
+
+    with psycopg.connect(fresh_dsn, autocommit=True) as connection:
+        connection.execute("UPDATE pgqueue.pgqueue_alembic_version SET version_num = '0999'")
+        with caplog.at_level(logging.WARNING, logger="pgqueue"):
+            check_schema(connection, "pgqueue")
+    assert f"newer than this pgqueue's {HEAD_REVISION}; continuing" in caplog.text
+
+
+def test_complete_async_in_an_async_transaction(app: App, dsn: str) -> None:
+    """An async task completes its job inside its own async transaction."""
+    import pgqueue
+
+    @app.task(pass_context=True)
+    async def write(context: pgqueue.JobContext) -> str:
+        async with await psycopg.AsyncConnection.connect(dsn) as connection:
+            await connection.execute("CREATE TABLE IF NOT EXISTS async_effects (job_id bigint)")
+            await connection.execute("INSERT INTO async_effects VALUES (%s)", (context.id,))
+            assert await context.complete_async(connection, result="in tx")
+        return "ignored"
+
+    job = write.enqueue()
+    worker = burst(app)
+    assert app.get_job(job.id).result == "in tx"
+    assert worker.stats.succeeded == 1
+    assert worker.stats.stale == 0
