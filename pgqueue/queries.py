@@ -24,11 +24,30 @@ JOB_COLUMNS = (
     " started_at, finished_at, result, last_error, errors, worker_id, expires_at"
 )
 
+
 # Serialise migrators: a session-level lock held across Alembic's transaction.
 ADVISORY_LOCK_WAIT = "SELECT pg_advisory_lock(hashtextextended(%(key)s, 0))"
 
+
 # Let one worker at a time do a maintenance round; the others skip it.
 ADVISORY_XACT_LOCK_TRY = "SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+
+
+# Doctor: connections in use against the server's limit.
+DOCTOR_CONNECTIONS = """
+SELECT (SELECT count(*) FROM pg_stat_activity)::int,
+       current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+"""
+
+
+# Doctor: running jobs whose lease expired long ago (is any rescuer running?).
+DOCTOR_EXPIRED_LEASES = """
+SELECT count(*)::int, extract(epoch FROM now() - min(lease_expires_at))::float8
+FROM {schema}.jobs
+WHERE state = 'running' AND lease_expires_at < now() - make_interval(secs => %(grace_seconds)s)
+"""
+
 
 # Doctor: backends whose snapshot holds back vacuum (pins xmin) for too long.
 DOCTOR_OLD_TRANSACTIONS = """
@@ -41,12 +60,6 @@ WHERE (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) AND xact_start IS NO
 ORDER BY xact_start
 """
 
-# Doctor: connections in use against the server's limit.
-DOCTOR_CONNECTIONS = """
-SELECT (SELECT count(*) FROM pg_stat_activity)::int,
-       current_setting('max_connections')::int,
-       current_setting('superuser_reserved_connections')::int
-"""
 
 # Doctor: dead tuples and vacuum history of the jobs table.
 DOCTOR_TABLE_HEALTH = """
@@ -56,20 +69,6 @@ FROM pg_stat_user_tables
 WHERE schemaname = %(schema)s AND relname = 'jobs'
 """
 
-# Doctor: running jobs whose lease expired long ago (is any rescuer running?).
-DOCTOR_EXPIRED_LEASES = """
-SELECT count(*)::int, extract(epoch FROM now() - min(lease_expires_at))::float8
-FROM {schema}.jobs
-WHERE state = 'running' AND lease_expires_at < now() - make_interval(secs => %(grace_seconds)s)
-"""
-
-# Cancel jobs that have not started; they finish at once.
-JOB_CANCEL_WAITING = """
-UPDATE {schema}.jobs
-SET state = 'cancelled', finished_at = now()
-WHERE id = ANY(%(ids)s) AND state IN ('queued', 'failed')
-RETURNING id
-"""
 
 # Ask running jobs to stop: the worker sees the flag through NOTIFY or its
 # next heartbeat, and the task through job.is_cancelled().
@@ -82,6 +81,34 @@ WITH flagged AS (
 )
 SELECT id, pg_notify(%(events_channel)s, 'cancel ' || id) FROM flagged
 """
+
+
+# Cancel jobs that have not started; they finish at once.
+JOB_CANCEL_WAITING = """
+UPDATE {schema}.jobs
+SET state = 'cancelled', finished_at = now()
+WHERE id = ANY(%(ids)s) AND state IN ('queued', 'failed')
+RETURNING id
+"""
+
+
+# Cancel waiting jobs matching the operator's filters, a batch at a time.
+JOB_CANCEL_WAITING_FILTERED = """
+UPDATE {schema}.jobs
+SET state = 'cancelled', finished_at = now()
+WHERE id IN (
+    SELECT id FROM {schema}.jobs
+    WHERE state IN ('queued', 'failed')
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(task)s::text IS NULL OR task = %(task)s::text)
+      AND created_at < now() - make_interval(secs => %(older_than_seconds)s)
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+
 
 # Lock up to %(limit)s due jobs of one queue, best priority first, skipping rows
 # other workers hold, and mark them running with a fresh lease, in one
@@ -112,6 +139,25 @@ RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts,
           j.crash_count, j.lease_token, j.created_at, j.run_at
 """
 
+
+# Delete finished jobs matching the operator's filters; never running ones.
+JOB_DELETE_FILTERED = """
+DELETE FROM {schema}.jobs
+WHERE id IN (
+    SELECT id FROM {schema}.jobs
+    WHERE state = ANY(%(states)s::text[]) AND state <> 'running'
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(task)s::text IS NULL OR task = %(task)s::text)
+      AND coalesce(finished_at, created_at)
+          < now() - make_interval(secs => %(older_than_seconds)s)
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+
+
 # Pruning: delete finished rows older than the retention period, a batch at a
 # time so the table is never locked for long.
 JOB_DELETE_FINISHED_BEFORE = """
@@ -126,6 +172,25 @@ WHERE id IN (
 )
 RETURNING id
 """
+
+
+# Cancel waiting jobs whose expiry passed before any worker started them.
+JOB_EXPIRE = """
+WITH expired AS (
+    UPDATE {schema}.jobs
+    SET state = 'cancelled', finished_at = now(),
+        last_error = 'Expired: not started before ' || expires_at
+    WHERE id IN (
+        SELECT id FROM {schema}.jobs
+        WHERE state IN ('queued', 'failed') AND expires_at <= now()
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id
+)
+SELECT id, pg_notify(%(events_channel)s, 'done ' || id) FROM expired
+"""
+
 
 # Record a failed attempt: 'failed' with the next run_at, or 'dead'/'cancelled'.
 # Fenced. A crash of a child process counts as a crash recovery, not a failure.
@@ -153,24 +218,9 @@ SELECT id, state,
 FROM finished
 """
 
-# Cancel waiting jobs whose expiry passed before any worker started them.
-JOB_EXPIRE = """
-WITH expired AS (
-    UPDATE {schema}.jobs
-    SET state = 'cancelled', finished_at = now(),
-        last_error = 'Expired: not started before ' || expires_at
-    WHERE id IN (
-        SELECT id FROM {schema}.jobs
-        WHERE state IN ('queued', 'failed') AND expires_at <= now()
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING id
-)
-SELECT id, pg_notify(%(events_channel)s, 'done ' || id) FROM expired
-"""
 
 JOB_GET = "SELECT " + JOB_COLUMNS + " FROM {schema}.jobs WHERE id = %(id)s"
+
 
 # Renew the leases of every job this worker runs, in one statement. Rows that
 # come back are still ours; a job missing from the result was rescued or
@@ -183,6 +233,7 @@ WHERE j.id = held.id AND j.lease_token = held.lease_token AND j.state = 'running
 RETURNING j.id, j.cancel_requested_at IS NOT NULL
 """
 
+
 JOB_INSERT = (
     """
 INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts, expires_at)
@@ -193,6 +244,7 @@ VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s,
 RETURNING """
     + JOB_COLUMNS
 )
+
 
 # Many jobs in one round trip: parallel arrays, unnested into rows.
 JOB_INSERT_MANY = (
@@ -207,6 +259,20 @@ FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(prioritie
 RETURNING """
     + JOB_COLUMNS
 )
+
+
+# Newest first, every filter optional; for `pgqueue jobs list`.
+JOB_LIST_FILTERED = """
+SELECT id, queue, task, state, priority, attempt, max_attempts, run_at, created_at,
+       finished_at, last_error
+FROM {schema}.jobs
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
 
 # Give unfinished jobs back to the queue on shutdown. The attempt is handed
 # back too: a run cut short by a deploy is not a failure of the task.
@@ -224,6 +290,7 @@ WITH released AS (
 )
 SELECT id, pg_notify(%(notify_channel)s, queue) FROM released
 """
+
 
 # Return jobs whose lease expired (their worker died or hung) to the queue with
 # a short backoff, or to 'dead' after max_crash_recoveries. Paged and SKIP
@@ -262,18 +329,52 @@ SELECT id, state,
 FROM rescued
 """
 
-# Re-run finished or waiting jobs now. A job out of attempts gets one more.
-JOB_RETRY = """
-WITH retried AS (
-    UPDATE {schema}.jobs
+
+# What running a job again resets, for retry by id and by filter alike. A job
+# out of attempts gets one more; its crash count starts again.
+_RETRY_SET = """
     SET state = 'queued', run_at = now(), finished_at = NULL, crash_count = 0,
         cancel_requested_at = NULL, result = NULL,
         max_attempts = least(100, greatest(max_attempts, attempt + 1))
-    WHERE id = ANY(%(ids)s) AND state IN ('dead', 'cancelled', 'failed', 'succeeded')
+"""
+
+# Re-run finished or waiting jobs now.
+JOB_RETRY = (
+    """
+WITH retried AS (
+    UPDATE {schema}.jobs"""
+    + _RETRY_SET
+    + """    WHERE id = ANY(%(ids)s) AND state IN ('dead', 'cancelled', 'failed', 'succeeded')
     RETURNING id, queue
 )
 SELECT id, pg_notify(%(notify_channel)s, queue) FROM retried
 """
+)
+
+
+# Redrive jobs matching the operator's filters (the dead-letter queue, usually).
+JOB_RETRY_FILTERED = (
+    """
+WITH retried AS (
+    UPDATE {schema}.jobs"""
+    + _RETRY_SET
+    + """    WHERE id IN (
+        SELECT id FROM {schema}.jobs
+        WHERE state = %(state)s::text
+          AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+          AND (%(task)s::text IS NULL OR task = %(task)s::text)
+          AND coalesce(finished_at, created_at)
+              < now() - make_interval(secs => %(older_than_seconds)s)
+        ORDER BY id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, queue
+)
+SELECT id, pg_notify(%(notify_channel)s, queue) FROM retried
+"""
+)
+
 
 # Finish many jobs in one statement, each fenced by its own lease token, and
 # wake anyone waiting on them with one notification per batch (or 'done *' when
@@ -297,74 +398,6 @@ SELECT all_ids,
 FROM ids
 """
 
-# Cancel waiting jobs matching the operator's filters, a batch at a time.
-JOB_CANCEL_WAITING_FILTERED = """
-UPDATE {schema}.jobs
-SET state = 'cancelled', finished_at = now()
-WHERE id IN (
-    SELECT id FROM {schema}.jobs
-    WHERE state IN ('queued', 'failed')
-      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-      AND (%(task)s::text IS NULL OR task = %(task)s::text)
-      AND created_at < now() - make_interval(secs => %(older_than_seconds)s)
-    ORDER BY id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING id
-"""
-
-# Delete finished jobs matching the operator's filters; never running ones.
-JOB_DELETE_FILTERED = """
-DELETE FROM {schema}.jobs
-WHERE id IN (
-    SELECT id FROM {schema}.jobs
-    WHERE state = ANY(%(states)s::text[]) AND state <> 'running'
-      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-      AND (%(task)s::text IS NULL OR task = %(task)s::text)
-      AND coalesce(finished_at, created_at)
-          < now() - make_interval(secs => %(older_than_seconds)s)
-    ORDER BY id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING id
-"""
-
-# Newest first, every filter optional; for `pgqueue jobs list`.
-JOB_LIST_FILTERED = """
-SELECT id, queue, task, state, priority, attempt, max_attempts, run_at, created_at,
-       finished_at, last_error
-FROM {schema}.jobs
-WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(task)s::text IS NULL OR task = %(task)s::text)
-ORDER BY id DESC
-LIMIT %(limit)s
-"""
-
-# Redrive jobs matching the operator's filters (the dead-letter queue, usually).
-JOB_RETRY_FILTERED = """
-WITH retried AS (
-    UPDATE {schema}.jobs
-    SET state = 'queued', run_at = now(), finished_at = NULL, crash_count = 0,
-        cancel_requested_at = NULL, result = NULL,
-        max_attempts = least(100, greatest(max_attempts, attempt + 1))
-    WHERE id IN (
-        SELECT id FROM {schema}.jobs
-        WHERE state = %(state)s::text
-          AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-          AND (%(task)s::text IS NULL OR task = %(task)s::text)
-          AND coalesce(finished_at, created_at)
-              < now() - make_interval(secs => %(older_than_seconds)s)
-        ORDER BY id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING id, queue
-)
-SELECT id, pg_notify(%(notify_channel)s, queue) FROM retried
-"""
 
 QUEUE_LIST_KNOWN = """
 SELECT queue FROM {schema}.jobs GROUP BY queue
@@ -373,15 +406,19 @@ SELECT name FROM {schema}.queues
 ORDER BY 1
 """
 
+
 QUEUE_LIST_PAUSED = "SELECT name FROM {schema}.queues WHERE paused_at IS NOT NULL"
 
-# Tell workers to re-read which queues are paused.
-QUEUE_PAUSE_ANNOUNCE = "SELECT pg_notify(%(events_channel)s, 'paused ' || %(queue)s::text)"
 
 QUEUE_PAUSE = """
 INSERT INTO {schema}.queues (name, paused_at) VALUES (%(queue)s, now())
 ON CONFLICT (name) DO UPDATE SET paused_at = coalesce({schema}.queues.paused_at, now())
 """
+
+
+# Tell workers to re-read which queues are paused.
+QUEUE_PAUSE_ANNOUNCE = "SELECT pg_notify(%(events_channel)s, 'paused ' || %(queue)s::text)"
+
 
 # Resume a queue and wake its workers.
 QUEUE_RESUME = """
@@ -391,6 +428,7 @@ WITH resumed AS (
 SELECT name, pg_notify(%(notify_channel)s, name) FROM resumed
 """
 
+
 QUEUE_STATS = """
 SELECT queue, queued, scheduled, running, retrying, dead, succeeded, cancelled,
        oldest_ready_seconds, jobs_per_second_1m, paused
@@ -398,9 +436,12 @@ FROM {schema}.queue_stats
 ORDER BY queue
 """
 
+
 SCHEMA_REVISION_GET = "SELECT version_num FROM {schema}.pgqueue_alembic_version"
 
+
 WORKER_DELETE = "DELETE FROM {schema}.workers WHERE id = %(id)s"
+
 
 # Forget workers that stopped heartbeating long ago (killed without cleanup).
 WORKER_DELETE_STALE = """
@@ -408,12 +449,14 @@ DELETE FROM {schema}.workers
 WHERE heartbeat_at < now() - make_interval(secs => %(older_than_seconds)s)
 """
 
+
 WORKER_LIST = """
 SELECT id, hostname, pid, queues, concurrency, started_at,
        extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
 FROM {schema}.workers
 ORDER BY started_at
 """
+
 
 WORKER_UPSERT = """
 INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency)
