@@ -1,0 +1,1 @@
+"""FastAPI + SQLAlchemy + pgqueue: jobs enqueued in the request's Session transaction."""

@@ -1,0 +1,1 @@
+"""Flask + SQLAlchemy + pgqueue: jobs enqueued in the view's Session transaction."""
