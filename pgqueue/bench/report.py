@@ -46,7 +46,7 @@ def _rows(config: BenchConfig) -> list[Row]:
         key = f"drain_w{count}"
         rows += [
             Row(f"{name} (DB span)", f"{key}.jobs_per_s", "jobs/s"),
-            Row("  as % of raw claim+complete floor", f"{key}.floor_ratio", "%", 0, 100),
+            Row("  as % of the raw SQL floor below", f"{key}.floor_ratio", "%", 0, 100),
             Row("  wall clock incl. start-up", f"{key}.wall_jobs_per_s", "jobs/s"),
             Row("  commits per job", f"{key}.commits_per_job", "", 2),
             Row("  WAL per job", f"{key}.wal_bytes_per_job", "bytes"),

@@ -80,11 +80,14 @@ def _plan(config: BenchConfig) -> list[Phase]:
     return phases
 
 
-def _add_ratios(results: list[PhaseResult], workers: tuple[int, ...]) -> None:
-    """Each drain as a fraction of the floor of the same run (not of another run's)."""
+def _add_ratios(results: list[PhaseResult]) -> None:
+    """The 1-worker drain as a fraction of the floor of the same run (not of another run's).
+
+    Only one worker: the floor is one claim stream and one completion stream,
+    which is what one worker process runs; two workers run two of each.
+    """
     by_key = {f"{r.phase}.{name}": (r, value) for r in results for name, value in r.metrics.items()}
-    pairs = [(f"drain_w{count}.jobs_per_s", "drain_floor.jobs_per_s", f"drain_w{count}.floor_ratio")
-             for count in workers]
+    pairs = [("drain_w1.jobs_per_s", "drain_floor.jobs_per_s", "drain_w1.floor_ratio")]
     for figure, floor, ratio in pairs:
         if figure in by_key and floor in by_key and by_key[floor][1]:
             result, value = by_key[figure]
@@ -161,7 +164,7 @@ def run_bench(dsn: str | None, config: BenchConfig, echo: Callable[[str], None])
             for run in range(1, config.runs + 1):
                 echo(f"run {run}/{config.runs}")
                 results = [r for phase in _plan(config) for r in _run_phase(ctx, phase, run)]
-                _add_ratios(results, config.workers)
+                _add_ratios(results)
                 report.phases.extend(results)
             if not config.skip_1m:
                 report.phases.extend(_claim_cost_runs(ctx))
