@@ -306,3 +306,18 @@ def test_exception_class_paths_of_recorded_errors() -> None:
         "    raise Boom('multi\\nline')\nshop.errors.Boom: multi\nline\n"
     )
     assert exception_class_path({"type": "Boom", "traceback": chained}) == "shop.errors.Boom"
+
+
+@pytest.mark.django_db
+def test_a_task_called_directly_inside_atomic_keeps_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Even in a worker process, the job boundary never closes a connection mid-transaction."""
+    from pgqueue.contrib.django import app as contrib_app
+    from tests.django.testapp.tasks import native
+
+    monkeypatch.setattr(contrib_app, "_worker_process", True)
+    with transaction.atomic():
+        assert native("direct") == "direct"
+        assert Record.objects.filter(label="native:direct").exists()
+    assert connection.in_atomic_block  # pytest-django's test transaction is intact

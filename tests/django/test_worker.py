@@ -191,3 +191,14 @@ def test_job_rows_cannot_make_the_worker_import_arbitrary_modules(manage: Any, p
         assert refreshed.state.value == "dead"
         assert "no handler" in (refreshed.last_error or "")
     assert not Record.objects.filter(label="imported").exists()
+
+
+def test_each_job_starts_and_ends_like_a_request(manage: Any) -> None:
+    """CONN_MAX_AGE = 0: a worker thread's Django connection is closed after each job."""
+    from tests.django.testapp.tasks import backend_pid
+
+    jobs = [backend_pid.enqueue() for _ in range(3)]
+    check(manage("pgqueue_work", "--burst", "-c", "1", "-Q", "default"))
+    pids = [job.refresh().result for job in jobs]
+    assert all(isinstance(pid, int) for pid in pids)
+    assert len(set(pids)) == 3, f"a connection outlived its job: {pids}"

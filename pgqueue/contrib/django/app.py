@@ -16,27 +16,74 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from django.db import connections
+from django.db import close_old_connections, connections, reset_queries
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from pgqueue import queries
 from pgqueue.app import App
 from pgqueue.db import Row
 from pgqueue.dsn import normalize_dsn, redact_dsn
+from pgqueue.task_options import TaskOptions
 from pgqueue.tasks import Task
 
 from .conf import dsn_from_database_settings, pgqueue_settings
 
-__all__ = ["DjangoApp", "DjangoTaskRegistry", "get_app", "reset_app"]
+__all__ = ["DjangoApp", "DjangoTaskRegistry", "get_app", "mark_worker_process", "reset_app"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 JSONB_OID = 3802
+
+_worker_process = False
+_job = threading.local()
+
+
+def mark_worker_process() -> None:
+    """This process runs jobs (``pgqueue_work``, its children): treat each job like a request."""
+    global _worker_process
+    _worker_process = True
+
+
+def at_job_boundary(function: Callable[..., R]) -> Callable[..., R]:
+    """``function``, which in a worker process starts and ends each job like a Django request.
+
+    Django closes expired and broken connections at the start and end of each
+    request (``close_old_connections``), and forgets DEBUG's query log; a worker
+    thread serves jobs instead, so the same happens around each job. Only the
+    outermost call in a worker process does it: a task called directly from
+    another task, or from a view, runs as it is (closing a connection inside an
+    ``atomic()`` block would break it). ``async def`` tasks are left alone.
+    """
+    is_async = inspect.iscoroutinefunction(function)  # a bool: no narrowing of `function`
+    if is_async:
+        return function
+
+    @functools.wraps(function)
+    def run_as_job(*args: Any, **kwargs: Any) -> R:
+        if (
+            not _worker_process
+            or getattr(_job, "running", False)
+            or any(c.in_atomic_block for c in connections.all(initialized_only=True))
+        ):
+            return function(*args, **kwargs)
+        _job.running = True
+        close_old_connections()
+        reset_queries()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _job.running = False
+            close_old_connections()
+
+    return run_as_job
 
 
 class DjangoTaskRegistry(dict[str, Task[Any]]):
@@ -110,6 +157,17 @@ class DjangoApp(App):
         registry = DjangoTaskRegistry(self)
         registry.update(self.tasks)  # shared tasks were registered by App.__init__
         self.tasks = registry
+
+    def register_task(self, function: Callable[..., R], options: TaskOptions) -> Task[R]:
+        """Register ``function`` as ``App.register_task`` does, run at a job boundary.
+
+        See ``at_job_boundary``. Registering the same function again (shared
+        tasks do) returns the task already registered.
+        """
+        existing = dict.get(self.tasks, options.name or function.__name__)
+        if existing is not None and getattr(existing.func, "__wrapped__", None) is function:
+            return existing
+        return super().register_task(at_job_boundary(function), options)
 
     def __repr__(self) -> str:
         where = redact_dsn(self._dsn) if self._dsn else "not connected yet"

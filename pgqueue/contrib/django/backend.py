@@ -47,7 +47,7 @@ from typing import Any
 
 from django.apps import apps as django_apps
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, reset_queries
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -462,6 +462,7 @@ def _run(
     # Worker threads keep their Django connections between jobs: treat each job
     # like a request, so CONN_MAX_AGE and broken connections are handled as there.
     close_old_connections()
+    reset_queries()
     try:
         backend = task_backends[alias]
         task = django_task if django_task.backend == alias else django_task.using(backend=alias)

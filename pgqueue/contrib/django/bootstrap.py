@@ -56,8 +56,10 @@ def setup(settings_module: str | None = None) -> str:
 def __getattr__(name: str) -> Any:
     if name == "app":
         setup()
-        from .app import get_app
+        from .app import get_app, mark_worker_process
 
+        # Loaded by path only by `pgqueue work` and its --pool process children.
+        mark_worker_process()
         return get_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -80,3 +80,13 @@ def native(label: str) -> str:
     """pgqueue's own road, run by the same worker."""
     Record.objects.create(label=f"native:{label}")
     return label
+
+
+@app.task(queue="default")
+def backend_pid() -> int:
+    """The PostgreSQL backend serving this job's Django connection."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])

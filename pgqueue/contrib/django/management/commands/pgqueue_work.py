@@ -74,7 +74,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from pgqueue.cli import Context
-        from pgqueue.contrib.django.app import get_app
+        from pgqueue.contrib.django.app import get_app, mark_worker_process
 
         work_command = _work_command()
         worker_args = [str(arg) for arg in (*args, *options.get("worker_args", []))]
@@ -83,6 +83,7 @@ class Command(BaseCommand):
                 raise CommandError(
                     "pgqueue_work runs this project's App; -A/--app is for `pgqueue work`"
                 )
+        mark_worker_process()
         app = get_app()
         given_queues = any(
             arg in QUEUE_FLAGS or arg.startswith(("--queues=", "-Q")) for arg in worker_args
