@@ -321,3 +321,29 @@ def test_a_task_called_directly_inside_atomic_keeps_the_connection(
         assert native("direct") == "direct"
         assert Record.objects.filter(label="native:direct").exists()
     assert connection.in_atomic_block  # pytest-django's test transaction is intact
+
+
+def test_tasks_modules_are_discovered_when_django_starts() -> None:
+    from pgqueue.contrib.django import get_app
+
+    assert "native" in get_app().tasks  # tests/django/testapp/tasks.py, imported by ready()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_app_task_enqueue_joins_atomic_without_connection(pg: Any) -> None:
+    """pgqueue's own @app.task: no connection= needed inside transaction.atomic()."""
+    with transaction.atomic():
+        job = native.enqueue("committed")
+        assert count_jobs(pg) == 0
+    assert count_jobs(pg) == 1
+
+    def fails() -> None:
+        with transaction.atomic():
+            native.enqueue("rolled back")
+            native.delay("rolled back too")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fails()
+    assert count_jobs(pg) == 1
+    assert job.refresh().state.value == "queued"
