@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
+from psycopg.pq import ExecStatus
 from psycopg.rows import tuple_row
 
 from pgqueue.errors import ConfigurationError
@@ -25,6 +26,13 @@ Params = Mapping[str, Any]
 def _as_tuples(rows: Sequence[Any]) -> list[Row]:
     # A caller's connection may use dict_row or namedtuple rows; normalise.
     return [tuple(row.values()) if isinstance(row, Mapping) else tuple(row) for row in rows]
+
+
+def _returns_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    # cursor.description builds a Column object per column on every call; the
+    # result status answers the same question without allocating.
+    result = cursor.pgresult
+    return result is not None and result.status == ExecStatus.TUPLES_OK
 
 
 def _kind(connection: object) -> str:
@@ -73,7 +81,7 @@ def execute(connection: object, sql: str, params: Params) -> list[Row]:
         assert isinstance(connection, psycopg.Connection)
         with connection.cursor(row_factory=tuple_row) as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchall() if cursor.description else []
+            return cursor.fetchall() if _returns_rows(cursor) else []
     if kind == "psycopg-cursor":
         assert isinstance(connection, psycopg.Cursor)
         connection.execute(sql, params)
@@ -106,7 +114,7 @@ async def execute_async(connection: object, sql: str, params: Params) -> list[Ro
         assert isinstance(connection, psycopg.AsyncConnection)
         async with connection.cursor(row_factory=tuple_row) as cursor:
             await cursor.execute(sql, params)
-            return await cursor.fetchall() if cursor.description else []
+            return await cursor.fetchall() if _returns_rows(cursor) else []
     if kind == "psycopg-async-cursor":
         assert isinstance(connection, psycopg.AsyncCursor)
         await connection.execute(sql, params)

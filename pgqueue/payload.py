@@ -188,6 +188,8 @@ def dump_args(
 
 def dump_result(task: str, value: Any, default: JsonDefault | None = None) -> str:
     """Encode a task's return value; raises SerializationError naming the path."""
+    if value is None:  # most tasks return nothing; skip the encoder
+        return "null"
     try:
         text = _dumps(value, default)
     except (TypeError, ValueError, OverflowError, RecursionError) as error:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import random
 import signal
 import socket
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -131,7 +132,8 @@ class Worker:
         self._queue_names = set(config.queue_names)
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._task_queue: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
+        self._task_threads: list[threading.Thread] = []
         self.exit_code = 0
         self.stuck_tasks = 0
 
@@ -161,9 +163,15 @@ class Worker:
             self._completer_connection, self.app.events_channel, self._on_written
         )
         self._completer.start()
-        self._executor = ThreadPoolExecutor(
-            max_workers=config.concurrency, thread_name_prefix="pgqueue-task"
-        )
+        # Plain threads fed by a queue: a thread pool's Future and callback per job
+        # cost more than a no-op task itself. Daemon threads, so that a task stuck
+        # in user code cannot keep a stopping worker alive.
+        for number in range(config.concurrency):
+            thread = threading.Thread(
+                target=self._task_thread, name=f"pgqueue-task-{number}", daemon=True
+            )
+            thread.start()
+            self._task_threads.append(thread)
         if config.pool == "thread" and any(t.is_async for t in self.app.tasks.values()):
             self._start_event_loop()
         self._notifier = None
@@ -429,34 +437,50 @@ class Worker:
             )
             self._finish(job, decide_failure(None, job, error))
             return
-        assert self._executor is not None
-        future: Future[Outcome]
-        if self.config.pool == "process":
-            from pgqueue.worker.process_pool import run_in_child
-
-            assert self.config.app_path is not None
-            future = self._executor.submit(
-                run_in_child,
-                self.app,
-                self.config.app_path,
-                job,
-                self.app.events_channel,
-                timeout,
-                self.config.max_crash_recoveries,
-            )
-        elif task.is_async:
+        if task.is_async and self.config.pool == "thread":
             assert self._loop is not None
             future = asyncio.run_coroutine_threadsafe(
                 run_job_async(self.app, job, self.app.events_channel, timeout), self._loop
             )
-        else:
-            future = self._executor.submit(run_job, self.app, job, self.app.events_channel)
-        future.add_done_callback(lambda done: self._on_future(job, done))
+            future.add_done_callback(lambda done: self._on_future(job, done))
+            return
+        self._task_queue.put(job)
+
+    def _task_thread(self) -> None:
+        """Run jobs from the task queue until a None arrives."""
+        events_channel = self.app.events_channel
+        process_pool = self.config.pool == "process"
+        while True:
+            job = self._task_queue.get()
+            if job is None:
+                return
+            try:
+                if process_pool:
+                    outcome = self._run_in_child(job)
+                else:
+                    outcome = run_job(self.app, job, events_channel)
+            except BaseException as error:  # never lose the job to a bug of our own
+                outcome = decide_failure(self.app.tasks.get(job.task), job, error)
+            self._finish(job, outcome)
+
+    def _run_in_child(self, job: ClaimedJob) -> Outcome:
+        from pgqueue.worker.process_pool import run_in_child
+
+        assert self.config.app_path is not None
+        task = self.app.tasks.get(job.task)
+        return run_in_child(
+            self.app,
+            self.config.app_path,
+            job,
+            self.app.events_channel,
+            task.timeout if task is not None else None,
+            self.config.max_crash_recoveries,
+        )
 
     def _on_future(self, job: ClaimedJob, future: Future[Outcome]) -> None:
         try:
             outcome = future.result()
-        except BaseException as error:  # the executor itself failed; never lose the job
+        except BaseException as error:  # the event loop itself failed; never lose the job
             outcome = decide_failure(self.app.tasks.get(job.task), job, error)
         self._finish(job, outcome)
 
@@ -772,12 +796,15 @@ class Worker:
             self._notifier.stop()
         for thread in self._threads:
             thread.join(timeout=10)
-        if self._executor is not None:
-            with self._lock:
-                # Tasks given up on (timeout, release) whose threads are still inside
-                # user code: Python cannot stop them, so do not wait for them.
-                self.stuck_tasks = len(self._running)
-            self._executor.shutdown(wait=self.stuck_tasks == 0, cancel_futures=True)
+        with self._lock:
+            # Tasks given up on (timeout, release) whose threads are still inside
+            # user code: Python cannot stop them, so do not wait for them.
+            self.stuck_tasks = len(self._running)
+        for _ in self._task_threads:
+            self._task_queue.put(None)
+        if not self.stuck_tasks:
+            for thread in self._task_threads:
+                thread.join(timeout=10)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(timeout=10)
