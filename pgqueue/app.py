@@ -285,6 +285,8 @@ class App:
         committed is unknown.
         """
         rendered = queries.render(sql, self.schema)
+        if connection is None:
+            connection = self.default_connection()
         if connection is not None:
             return db.execute(connection, rendered, params)
         with self._own_connection() as own:
@@ -410,10 +412,17 @@ class App:
                 ConfigurationError saying why.
         """
         options = build_task_options(
-            name=name, queue=queue, priority=priority, max_attempts=max_attempts,
-            timeout=timeout, retry_for=retry_for, retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
-            pass_context=pass_context, extra=celery_options,
+            name=name,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            retry_for=retry_for,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            retry_jitter=retry_jitter,
+            pass_context=pass_context,
+            extra=celery_options,
         )
 
         def register(function: Callable[..., R]) -> Task[R]:
@@ -456,6 +465,22 @@ class App:
         )
         self.tasks[task_name] = registered
         return registered
+
+    def resolve_task(self, name: str) -> Task[Any] | None:
+        """The task that runs jobs called ``name`` on this worker, or None.
+
+        Integrations override this to find tasks elsewhere (Django's Tasks
+        framework stores a task's module path as its name).
+        """
+        return self.tasks.get(name)
+
+    def default_connection(self) -> object | None:
+        """The connection used when a caller passes none; None means this app's own pool.
+
+        Integrations override this (Django: its connection inside ``atomic()``),
+        so that plain ``task.enqueue(...)`` joins the framework's transaction.
+        """
+        return None
 
     def get_task(self, name: str) -> Task[Any]:
         """The registered task called ``name``.

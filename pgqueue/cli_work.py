@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pgqueue.cli import Context, handle_errors
+from pgqueue.errors import ConfigurationError
 from pgqueue.logsetup import LEVELS, configure_logging
 from pgqueue.worker.config import (
     CONCURRENCY_DEFAULT,
@@ -27,9 +28,17 @@ __all__ = ["demo_command", "work_command"]
     "--app",
     "app_path",
     envvar="PGQUEUE_APP",
-    required=True,
+    default=None,
     metavar="MODULE:APP",
     help="Import path of your pgqueue.App, e.g. myproject.tasks:app [env PGQUEUE_APP].",
+)
+@click.option(
+    "--django",
+    "django_settings",
+    metavar="SETTINGS_MODULE",
+    default=None,
+    help="Run a Django project's tasks (pgqueue.contrib.django) with these settings;"
+    " replaces -A.",
 )
 @click.option(
     "-Q",
@@ -128,7 +137,8 @@ __all__ = ["demo_command", "work_command"]
 @handle_errors
 def work_command(
     obj: Context,
-    app_path: str,
+    app_path: str | None,
+    django_settings: str | None,
     queues: str,
     concurrency: int,
     pool: str,
@@ -157,6 +167,22 @@ def work_command(
     from pgqueue.worker import Worker
 
     configure_logging(loglevel, log_format)
+    if django_settings:
+        if app_path:
+            raise ConfigurationError("pass -A/--app or --django, not both")
+        from pgqueue.contrib.django.bootstrap import setup
+
+        app_path = setup(django_settings)
+        typed_queues = click.get_current_context().get_parameter_source("queues")
+        if typed_queues is click.core.ParameterSource.DEFAULT:
+            from pgqueue.contrib.django import get_app
+
+            queues = ",".join(get_app().queues)
+    elif not app_path:
+        raise ConfigurationError(
+            "no app: pass -A myproject.tasks:app (or set PGQUEUE_APP), or --django"
+            " myproject.settings for a Django project"
+        )
     config = WorkerConfig(
         queues=parse_queues(queues),
         concurrency=concurrency,

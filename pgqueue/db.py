@@ -8,6 +8,7 @@ closes a connection it was given: the job belongs to the caller's transaction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,17 @@ Params = Mapping[str, Any]
 def _as_tuples(rows: Sequence[Any]) -> list[Row]:
     # A caller's connection may use dict_row or namedtuple rows; normalise.
     return [tuple(row.values()) if isinstance(row, Mapping) else tuple(row) for row in rows]
+
+
+JSONB_OID = 3802
+
+
+def _decode_json_columns(row: Row, columns: list[int]) -> Row:
+    values = list(row)
+    for index in columns:
+        if isinstance(values[index], str):
+            values[index] = json.loads(values[index])
+    return tuple(values)
 
 
 def _returns_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
@@ -52,10 +64,8 @@ def _kind(connection: object) -> str:
         ):
             return "sqlalchemy-async"
         return "sqlalchemy"
-    if (
-        module.startswith("django.")
-        or (hasattr(connection, "vendor")
-        and hasattr(connection, "cursor"))
+    if module.startswith("django.") or (
+        hasattr(connection, "vendor") and hasattr(connection, "cursor")
     ):
         return "django"
     return "unknown"
@@ -98,7 +108,19 @@ def execute(connection: object, sql: str, params: Params) -> list[Row]:
         django_connection: Any = connection
         with django_connection.cursor() as cursor:
             cursor.execute(sql, dict(params))
-            return _as_tuples(cursor.fetchall()) if cursor.description else []
+            if not cursor.description:
+                return []
+            # Django's PostgreSQL backend hands jsonb back as text; decode it here
+            # so args, results and errors look the same on every connection kind.
+            json_columns = [
+                index
+                for index, column in enumerate(cursor.description)
+                if column.type_code == JSONB_OID
+            ]
+            rows = _as_tuples(cursor.fetchall())
+            if not json_columns:
+                return rows
+            return [_decode_json_columns(row, json_columns) for row in rows]
     if kind in ("psycopg-async", "psycopg-async-cursor", "sqlalchemy-async"):
         raise ConfigurationError(
             f"{type(connection).__name__} is asynchronous: use the *_async method"

@@ -323,7 +323,7 @@ def prepare_call(
     app: App, job: ClaimedJob, events_channel: str
 ) -> tuple[Task[Any], tuple[Any, ...], dict[str, Any]]:
     """Resolve the task and its arguments, or raise the error that dead-letters the job."""
-    task = app.tasks.get(job.task)
+    task = app.resolve_task(job.task)
     if task is None:
         raise UnknownTaskError(f"no handler for task '{job.task}' on this worker")
     kwargs = bind_stored_args(task, job.args)

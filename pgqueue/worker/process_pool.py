@@ -121,7 +121,7 @@ def run_in_child(
         if timeout is not None and waited >= timeout:
             process.kill()
             process.join()
-            return decide_failure(app.tasks.get(job.task), job, timeout_error(timeout, job))
+            return decide_failure(app.resolve_task(job.task), job, timeout_error(timeout, job))
     process.join(timeout=5)
     receiver.close()
     if outcome is not None:

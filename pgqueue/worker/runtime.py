@@ -173,7 +173,7 @@ class Worker:
             thread.start()
             self._task_threads.append(thread)
         if config.pool == "thread" and any(t.is_async for t in self.app.tasks.values()):
-            self._start_event_loop()
+            self._start_event_loop()  # otherwise started on the first async job
         self._notifier = None
         # A burst worker claims in a tight loop until idle; it has nothing to wait for.
         if config.listen and not config.burst:
@@ -413,7 +413,7 @@ class Worker:
     # ---------------------------------------------------------------- running
 
     def _start(self, job: ClaimedJob) -> None:
-        task = self.app.tasks.get(job.task)
+        task = self.app.resolve_task(job.task)
         timeout = task.timeout if task is not None else None
         started = time.monotonic()
         running = _Running(job, started, started + timeout if timeout else None)
@@ -438,6 +438,10 @@ class Worker:
             self._finish(job, decide_failure(None, job, error))
             return
         if task.is_async and self.config.pool == "thread":
+            if self._loop is None:  # a task resolved late (an integration's lookup)
+                with self._lock:
+                    if self._loop is None:
+                        self._start_event_loop()
             assert self._loop is not None
             future = asyncio.run_coroutine_threadsafe(
                 run_job_async(self.app, job, self.app.events_channel, timeout), self._loop
@@ -460,14 +464,14 @@ class Worker:
                 else:
                     outcome = run_job(self.app, job, events_channel)
             except BaseException as error:  # never lose the job to a bug of our own
-                outcome = decide_failure(self.app.tasks.get(job.task), job, error)
+                outcome = decide_failure(self.app.resolve_task(job.task), job, error)
             self._finish(job, outcome)
 
     def _run_in_child(self, job: ClaimedJob) -> Outcome:
         from pgqueue.worker.process_pool import run_in_child
 
         assert self.config.app_path is not None
-        task = self.app.tasks.get(job.task)
+        task = self.app.resolve_task(job.task)
         return run_in_child(
             self.app,
             self.config.app_path,
@@ -481,7 +485,7 @@ class Worker:
         try:
             outcome = future.result()
         except BaseException as error:  # the event loop itself failed; never lose the job
-            outcome = decide_failure(self.app.tasks.get(job.task), job, error)
+            outcome = decide_failure(self.app.resolve_task(job.task), job, error)
         self._finish(job, outcome)
 
     def _finish(self, job: ClaimedJob, outcome: Outcome) -> None:
@@ -525,7 +529,7 @@ class Worker:
                     and now >= running.deadline
                     and not running.abandoned
                 ):
-                    task = self.app.tasks.get(running.job.task)
+                    task = self.app.resolve_task(running.job.task)
                     if task is not None and task.is_async:
                         continue  # asyncio.wait_for cancels these itself
                     running.abandoned = True
@@ -542,7 +546,7 @@ class Worker:
                 (running.deadline or now) - running.started,
             )
             error = timeout_error((running.deadline or now) - running.started, job)
-            outcome = decide_failure(self.app.tasks.get(job.task), job, error)
+            outcome = decide_failure(self.app.resolve_task(job.task), job, error)
             self._completer.submit(Finished(job, outcome, now - running.started))
 
     def _on_written(self, finished: Finished, written: bool) -> None:

@@ -202,3 +202,59 @@ def test_each_job_starts_and_ends_like_a_request(manage: Any) -> None:
     pids = [job.refresh().result for job in jobs]
     assert all(isinstance(pid, int) for pid in pids)
     assert len(set(pids)) == 3, f"a connection outlived its job: {pids}"
+
+
+def test_pgqueue_work_with_django_settings(django_dsn: str) -> None:
+    """`pgqueue work --django SETTINGS` runs the project's tasks like manage.py pgqueue_work."""
+    import subprocess
+    import sys
+
+    from tests.django.conftest import REPO_ROOT, worker_env
+
+    result = record.enqueue("via pgqueue work --django")
+    env = worker_env(django_dsn)
+    env.pop("DJANGO_SETTINGS_MODULE")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgqueue",
+            "work",
+            "--django",
+            "tests.django.project.settings",
+            "--burst",
+            "-Q",
+            "default",
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    check(done)
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert list(Record.objects.values_list("label", flat=True)) == ["via pgqueue work --django"]
+    both = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgqueue",
+            "work",
+            "--django",
+            "tests.django.project.settings",
+            "-A",
+            "x:app",
+            "--burst",
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert both.returncode == 2
+    assert "pass -A/--app or --django, not both" in both.stderr

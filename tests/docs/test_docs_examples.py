@@ -104,6 +104,9 @@ def example_env(dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     """PGQUEUE_DATABASE_URL set; tables the example creates are dropped afterwards."""
     monkeypatch.setenv("PGQUEUE_DATABASE_URL", normalize_dsn(dsn))
     monkeypatch.chdir(tmp_path)
+    # shared_task registers process-wide (as in Celery); keep an example's shared
+    # tasks out of the apps of later tests.
+    monkeypatch.setattr(pgqueue.shared, "_shared", [])
     with psycopg.connect(dsn, autocommit=True) as connection:
         before = _public_tables(connection)
     yield tmp_path
