@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import threading
@@ -572,13 +573,31 @@ class App:
             "max_attempts": spec.max_attempts,
         }
 
+    def _inserted_job(self, spec: JobSpec, row: db.Row) -> Job:
+        """The Job just inserted from ``spec``: the row gave id and times (``INSERTED_COLUMNS``)."""
+        job_id, run_at, created_at, expires_at = row
+        return Job(
+            id=job_id,
+            queue=spec.queue,
+            task=spec.task,
+            args=json.loads(spec.args),
+            state=JobState.QUEUED,
+            priority=spec.priority,
+            attempt=0,
+            max_attempts=spec.max_attempts,
+            run_at=run_at,
+            created_at=created_at,
+            expires_at=expires_at,
+            _app=self,
+        )
+
     def insert(self, spec: JobSpec, *, connection: object | None = None) -> Job:
         """Insert a prepared job, in ``connection``'s transaction or in its own."""
         if self.eager_runner is not None:
             return self.eager_runner.run(spec)
         with tracing.span("pgqueue.enqueue", task=spec.task, queue=spec.queue) as current:
             rows = self.run(queries.JOB_INSERT, self._insert_params(spec), connection)
-            job = row_to_job(rows[0], self)
+            job = self._inserted_job(spec, rows[0])
             if current is not None:
                 current.set_attribute("pgqueue.job_id", job.id)
         return job
@@ -589,7 +608,7 @@ class App:
             return self.eager_runner.run(spec)
         with tracing.span("pgqueue.enqueue", task=spec.task, queue=spec.queue) as current:
             rows = await self.run_async(queries.JOB_INSERT, self._insert_params(spec), connection)
-            job = row_to_job(rows[0], self)
+            job = self._inserted_job(spec, rows[0])
             if current is not None:
                 current.set_attribute("pgqueue.job_id", job.id)
         return job
@@ -659,7 +678,7 @@ class App:
         if not checked:
             return []
         rows = self.run(queries.JOB_INSERT_MANY, self._insert_many_params(checked), connection)
-        return [row_to_job(row, self) for row in rows]
+        return [self._inserted_job(spec, row) for spec, row in zip(checked, rows, strict=True)]
 
     async def enqueue_many_async(
         self, specs: Iterable[JobSpec], *, connection: object | None = None
@@ -673,7 +692,7 @@ class App:
         rows = await self.run_async(
             queries.JOB_INSERT_MANY, self._insert_many_params(checked), connection
         )
-        return [row_to_job(row, self) for row in rows]
+        return [self._inserted_job(spec, row) for spec, row in zip(checked, rows, strict=True)]
 
     # ------------------------------------------------------------- inspection
 

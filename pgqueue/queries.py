@@ -18,6 +18,10 @@ import functools
 
 from pgqueue.names import validate_schema_name
 
+# What an insert returns: the rest of the new Job is what the producer sent,
+# and parsing the stored args back would cost more than the insert's round trip.
+INSERTED_COLUMNS = "id, run_at, created_at, expires_at"
+
 # Columns that make a pgqueue.jobs.Job, in the order db.row_to_job reads them.
 JOB_COLUMNS = (
     "id, queue, task, args, state, priority, attempt, max_attempts, run_at, created_at,"
@@ -242,7 +246,7 @@ VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s,
         %(max_attempts)s,
         coalesce(%(expires_at)s::timestamptz, now() + make_interval(secs => %(expires_in)s)))
 RETURNING """
-    + JOB_COLUMNS
+    + INSERTED_COLUMNS
 )
 
 
@@ -257,7 +261,7 @@ FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(prioritie
             %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[])
      AS batch(q, t, a, p, r, d, m, e, ei)
 RETURNING """
-    + JOB_COLUMNS
+    + INSERTED_COLUMNS
 )
 
 
