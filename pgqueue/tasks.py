@@ -237,12 +237,32 @@ class Task(Generic[R]):
             p.name for p in parameters if p.default is p.empty and p.kind is not p.VAR_KEYWORD
         )
         self.accepts_any_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters)
+        self.positional_names = tuple(
+            p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD
+        )
         self.__doc__ = func.__doc__
         self.__name__ = getattr(func, "__name__", name)
         self.__wrapped__ = func
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.queue}>"
+
+    def bind_args(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Bind call arguments to parameter names (see ``bind_arguments``).
+
+        The common case (known names, nothing missing, nothing twice) is checked
+        directly; anything else goes through inspect's binder for its messages.
+        """
+        if len(args) <= len(self.positional_names):
+            stored = dict(zip(self.positional_names, args, strict=False))
+            if not stored.keys() & kwargs.keys():
+                stored.update(kwargs)
+                keys = stored.keys()
+                if self.required_names <= keys and (
+                    self.accepts_any_keyword or keys <= self.parameter_names
+                ):
+                    return stored
+        return bind_arguments(self.name, self.signature, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         return self.func(*args, **kwargs)
@@ -259,7 +279,7 @@ class Task(Generic[R]):
         **kwargs: Any,
     ) -> JobSpec:
         """Validate and encode a job without inserting it (for ``app.enqueue_many``)."""
-        stored = bind_arguments(self.name, self.signature, args, kwargs)
+        stored = self.bind_args(args, kwargs)
         return self.app.prepare(
             self.name,
             stored,
@@ -332,7 +352,7 @@ class Task(Generic[R]):
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Celery's spelling: every argument goes to the task; committed at once."""
-        spec = self.app.prepare(self.name, bind_arguments(self.name, self.signature, args, kwargs))
+        spec = self.app.prepare(self.name, self.bind_args(args, kwargs))
         return AsyncResult(self.app.insert(spec, connection=None).id, self.app)
 
     def apply_async(
@@ -362,7 +382,7 @@ class Task(Generic[R]):
             if max_attempts is not None:
                 raise InvalidOptionError("pass max_attempts or Celery's max_retries, not both")
             max_attempts = max_retries + 1
-        stored = bind_arguments(self.name, self.signature, tuple(args or ()), kwargs or {})
+        stored = self.bind_args(tuple(args or ()), kwargs or {})
         spec = self.app.prepare(
             self.name,
             stored,
