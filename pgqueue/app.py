@@ -645,17 +645,26 @@ class App:
 
     @staticmethod
     def _insert_many_params(specs: list[JobSpec]) -> dict[str, Any]:
-        return {
-            "queues": [s.queue for s in specs],
-            "tasks": [s.task for s in specs],
-            "args": [s.args for s in specs],
-            "priorities": [s.priority for s in specs],
-            "run_ats": [s.run_at for s in specs],
-            "delays": [s.delay_seconds for s in specs],
-            "max_attempts": [s.max_attempts for s in specs],
-            "expires_ats": [s.expires_at for s in specs],
-            "expires_ins": [s.expires_in for s in specs],
-        }
+        """The batch as one JSON array; ``spec.args`` is JSON already and goes in as is."""
+        task_json: dict[str, str] = {}
+        rows = []
+        for spec in specs:
+            task = task_json.get(spec.task)
+            if task is None:
+                task = task_json[spec.task] = json.dumps(spec.task)
+            # Queue names are validated to [a-z0-9_.:-], so they need no escaping.
+            row = (
+                f'{{"q":"{spec.queue}","t":{task},"a":{spec.args},"p":{spec.priority},'
+                f'"m":{spec.max_attempts},"d":{spec.delay_seconds!r}'
+            )
+            if spec.run_at is not None:
+                row += f',"r":"{spec.run_at.isoformat()}"'
+            if spec.expires_at is not None:
+                row += f',"e":"{spec.expires_at.isoformat()}"'
+            elif spec.expires_in is not None:
+                row += f',"ei":{spec.expires_in!r}'
+            rows.append(row + "}")
+        return {"batch": "[" + ",".join(rows) + "]"}
 
     @staticmethod
     def _check_specs(specs: Iterable[JobSpec]) -> list[JobSpec]:

@@ -250,16 +250,16 @@ RETURNING """
 )
 
 
-# Many jobs in one round trip: parallel arrays, unnested into rows.
+# Many jobs in one round trip: one JSON array of rows. Cheaper than parallel
+# arrays, whose elements psycopg would encode one by one in Python.
 JOB_INSERT_MANY = (
     """
 INSERT INTO {schema}.jobs (queue, task, args, priority, run_at, max_attempts, expires_at)
-SELECT q, t, a::jsonb, p, coalesce(r, now() + make_interval(secs => d)), m,
+SELECT q, t, a, p, coalesce(r, now() + make_interval(secs => d)), m,
        coalesce(e, now() + make_interval(secs => ei))
-FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(priorities)s::smallint[],
-            %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
-            %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[])
-     AS batch(q, t, a, p, r, d, m, e, ei)
+FROM jsonb_to_recordset(%(batch)s::jsonb)
+     AS batch(q text, t text, a jsonb, p smallint, r timestamptz, d float8, m int,
+              e timestamptz, ei float8)
 RETURNING """
     + INSERTED_COLUMNS
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -85,6 +86,11 @@ def validate_countdown(countdown: object) -> float:
         raise InvalidOptionError(f"countdown must be a number of seconds, got {countdown!r}")
     if not countdown >= 0:  # also rejects NaN
         raise InvalidOptionError(f"countdown must be >= 0 seconds, got {countdown}")
+    if not math.isfinite(countdown):
+        raise InvalidOptionError(
+            f"countdown must be a finite number of seconds, got {countdown}; omit the job"
+            " or use a run_at far in the future"
+        )
     return float(countdown)
 
 
@@ -98,7 +104,12 @@ def validate_expires(expires: object) -> tuple[datetime | None, float | None]:
                 f"expires must be timezone-aware (got naive datetime {expires})"
             )
         return expires, None
-    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not expires > 0:
+    if (
+        isinstance(expires, bool)
+        or not isinstance(expires, (int, float))
+        or not expires > 0
+        or not math.isfinite(expires)
+    ):
         raise InvalidOptionError(
             f"expires must be an aware datetime or a number of seconds > 0, got {expires!r}"
         )
