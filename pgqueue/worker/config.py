@@ -10,7 +10,7 @@ from pgqueue.tasks import validate_queue
 
 __all__ = ["QueueSpec", "WorkerConfig", "parse_queues"]
 
-CONCURRENCY_DEFAULT = 4
+CONCURRENCY_DEFAULT = 10
 LEASE_SECONDS_DEFAULT = 30.0
 HEARTBEAT_SECONDS_DEFAULT = 5.0
 POLL_INTERVAL_DEFAULT = 1.0
