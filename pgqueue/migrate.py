@@ -42,6 +42,8 @@ logger = logging.getLogger("pgqueue")
 # The revision this version of pgqueue needs. A test checks it is Alembic's head.
 HEAD_REVISION = "0003"
 VERSION_TABLE = "pgqueue_alembic_version"
+# Revisions run by an application's own Alembic use the default schema.
+DEFAULT_SCHEMA_FOR_BRANCH = "pgqueue"
 
 
 def migrations_dir() -> Path:
@@ -117,6 +119,30 @@ def check_schema(connection: psycopg.Connection[Any], schema: str) -> None:
         current=current,
         required=HEAD_REVISION,
     )
+
+
+def keep_version_table(revision: str | None) -> None:
+    """Record ``revision`` in pgqueue's version table when an application's Alembic ran it.
+
+    Each of pgqueue's revisions calls this at the end of its upgrade (and
+    downgrade). Under ``pgqueue migrate`` Alembic keeps the table itself and this
+    does nothing; when the revisions run as a branch of an application's own
+    Alembic history, the application's version table records them, so this keeps
+    ``<schema>.pgqueue_alembic_version`` current too: workers check it.
+    """
+    from alembic import context, op
+
+    if context.config.attributes.get("pgqueue_schema") is not None:
+        return  # pgqueue's own environment: Alembic maintains the table
+    schema = validate_schema_name(DEFAULT_SCHEMA_FOR_BRANCH)
+    table = f'"{schema}".{VERSION_TABLE}'
+    op.execute(
+        f"CREATE TABLE IF NOT EXISTS {table} (version_num varchar(32) NOT NULL,"
+        f" CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
+    )
+    op.execute(f"DELETE FROM {table}")
+    if revision is not None:
+        op.execute(f"INSERT INTO {table} (version_num) VALUES ('{int(revision):04d}')")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from alembic import context, op
 
+from pgqueue.migrate import keep_version_table
+
 revision = "0001"
 down_revision = None
 branch_labels = ("pgqueue",)
@@ -152,6 +154,7 @@ BEGIN
     RETURN new_id;
 END
 $$""")
+    keep_version_table("0001")
 
 
 def downgrade() -> None:
@@ -163,3 +166,4 @@ def downgrade() -> None:
     op.execute(f'DROP FUNCTION IF EXISTS "{s}".notify_jobs_inserted()')
     op.execute(f'DROP TABLE IF EXISTS "{s}".queues')
     op.execute(f'DROP TABLE IF EXISTS "{s}".workers')
+    keep_version_table(None)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from alembic import context, op
 
+from pgqueue.migrate import keep_version_table
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -55,7 +57,9 @@ SELECT coalesce(c.queue, q.name) AS queue,
        q.paused_at IS NOT NULL AS paused
 FROM counts AS c
 FULL JOIN "{s}".queues AS q ON q.name = c.queue""")
+    keep_version_table("0002")
 
 
 def downgrade() -> None:
     op.execute(f'DROP VIEW IF EXISTS "{_schema()}".queue_stats')
+    keep_version_table('0001')

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from alembic import context, op
 
+from pgqueue.migrate import keep_version_table
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -22,7 +24,9 @@ def _schema() -> str:
 def upgrade() -> None:
     # Nullable with no default: adding it rewrites nothing and locks only briefly.
     op.execute(f'ALTER TABLE "{_schema()}".jobs ADD COLUMN expires_at timestamptz')
+    keep_version_table("0003")
 
 
 def downgrade() -> None:
     op.execute(f'ALTER TABLE "{_schema()}".jobs DROP COLUMN IF EXISTS expires_at')
+    keep_version_table('0002')
