@@ -286,3 +286,29 @@ def test_celery_status_names_for_every_state(app: App, db: psycopg.Connection[ob
         )
         assert result.status == name
         assert JobState(state) in JobState
+
+
+def test_default_retry_delay_and_apply_async_in_a_transaction(
+    app: App, dsn: str, db: psycopg.Connection[object]
+) -> None:
+    """self.retry() without countdown waits default_retry_delay; apply_async joins a transaction."""
+
+    @app.task(bind=True, default_retry_delay=120)
+    def later(self: pgqueue.JobContext) -> None:
+        raise self.retry()  # type: ignore[attr-defined]
+
+    with psycopg.connect(dsn) as connection:
+        rolled_back = later.apply_async(connection=connection)
+        connection.rollback()
+        kept = later.apply_async(connection=connection)
+        connection.commit()
+    assert db.execute("SELECT id FROM pgqueue.jobs").fetchall() == [(kept.id,)]
+    assert rolled_back.id != kept.id
+    burst(app)
+    row = db.execute(
+        "SELECT state, extract(epoch FROM run_at - now()) FROM pgqueue.jobs WHERE id = %s",
+        (kept.id,),
+    ).fetchone()
+    assert row is not None
+    assert row[0] == "failed"
+    assert 115 < float(row[1]) <= 120
