@@ -121,8 +121,10 @@ class Worker:
         self._force = threading.Event()
         self._finished = threading.Event()
         self._lock = threading.Lock()
-        self._running: dict[int, _Running] = {}
-        self._held: dict[int, ClaimedJob] = {}
+        # Keyed by lease token, not job id: a timed-out thread can still be inside
+        # attempt 1 of a job while this worker runs its attempt 2.
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._held: dict[uuid.UUID, ClaimedJob] = {}
         self._maybe_work = True
         self._listening = False
         self._paused: frozenset[str] = frozenset()
@@ -418,8 +420,8 @@ class Worker:
         started = time.monotonic()
         running = _Running(job, started, started + timeout if timeout else None)
         with self._lock:
-            self._running[job.id] = running
-            self._held[job.id] = job
+            self._running[job.lease_token] = running
+            self._held[job.lease_token] = job
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "task %s[job %s] started (queue=%s, attempt %d/%d) args=%s",
@@ -490,7 +492,7 @@ class Worker:
 
     def _finish(self, job: ClaimedJob, outcome: Outcome) -> None:
         with self._lock:
-            running = self._running.pop(job.id, None)
+            running = self._running.pop(job.lease_token, None)
         if running is None:
             return
         if running.abandoned:
@@ -552,7 +554,7 @@ class Worker:
     def _on_written(self, finished: Finished, written: bool) -> None:
         job, outcome = finished.job, finished.outcome
         with self._lock:
-            self._held.pop(job.id, None)
+            self._held.pop(job.lease_token, None)
         if not written:
             if job.completed_in_transaction:
                 # The task's own transaction finished the job; nothing was left to do.
@@ -628,8 +630,8 @@ class Worker:
             except ValueError:
                 return
             with self._lock:
-                job = self._held.get(job_id)
-            if job is not None:
+                jobs = [job for job in self._held.values() if job.id == job_id]
+            for job in jobs:
                 logger.info("task %s[job %s]: cancellation requested", job.task, job.id)
                 job.cancel_requested.set()
 
@@ -682,15 +684,15 @@ class Worker:
         )
         alive = {job_id: cancel for job_id, cancel in rows}
         with self._lock:
-            still_held = {job_id for job_id in self._held}
+            still_held = set(self._held)
         for job in held:
             if job.id in alive:
                 if alive[job.id] and not job.cancel_requested.is_set():
                     logger.info("task %s[job %s]: cancellation requested", job.task, job.id)
                     job.cancel_requested.set()
-            elif job.id in still_held:
+            elif job.lease_token in still_held:
                 with self._lock:
-                    running = self._running.get(job.id)
+                    running = self._running.get(job.lease_token)
                 if running is not None and not running.outcome_sent:
                     self.stats.lost_leases += 1
                     logger.warning(
@@ -764,7 +766,7 @@ class Worker:
             for running in unfinished:
                 running.abandoned = True
                 running.job.cancel_requested.set()
-                self._held.pop(running.job.id, None)
+                self._held.pop(running.job.lease_token, None)
         if not unfinished:
             return
         jobs = [r.job for r in unfinished]

@@ -39,16 +39,7 @@ def _attempts(connection: psycopg.Connection[Any], job_id: int) -> list[tuple[An
 @pytest.mark.parametrize(
     ("pool", "task"),
     [
-        pytest.param(
-            "thread",
-            "chaos_overrun",
-            marks=pytest.mark.xfail(
-                reason="runtime bug: the timed-out attempt's late return pops the retry's"
-                " _running/_held entry (keyed by job id only), so the retry's outcome is"
-                " dropped and it is rescued as worker lost",
-                strict=True,
-            ),
-        ),
+        ("thread", "chaos_overrun"),
         ("process", "chaos_overrun"),
         ("thread", "chaos_overrun_async"),
     ],
