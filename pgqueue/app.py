@@ -288,25 +288,41 @@ class App:
         rendered = queries.render(sql, self.schema)
         if connection is None:
             connection = self.default_connection()
-        if connection is not None:
-            return db.execute(connection, rendered, params)
-        with self._own_connection() as own:
-            try:
-                return db.execute(own, rendered, params)
-            except psycopg.OperationalError as error:
-                if own.broken or own.closed:
-                    raise ConnectionLost(
-                        "the connection to the database broke while a statement was in flight;"
-                        " it may or may not have committed"
-                        f" ({redact_text(str(error).strip().splitlines()[0])})"
-                    ) from error
+        try:
+            if connection is not None:
+                return db.execute(connection, rendered, params)
+            with self._own_connection() as own:
+                try:
+                    return db.execute(own, rendered, params)
+                except psycopg.OperationalError as error:
+                    if own.broken or own.closed:
+                        raise ConnectionLost(
+                            "the connection to the database broke while a statement was in"
+                            " flight; it may or may not have committed"
+                            f" ({redact_text(str(error).strip().splitlines()[0])})"
+                        ) from error
+                    raise
+        except Exception as error:
+            explained = db.explain_error(error, self.schema)
+            if explained is None:
                 raise
+            raise explained from error
 
     async def run_async(
         self, sql: str, params: Mapping[str, Any], connection: object | None = None
     ) -> list[db.Row]:
         """The async twin of ``run()``."""
-        rendered = queries.render(sql, self.schema)
+        try:
+            return await self._run_async(queries.render(sql, self.schema), params, connection)
+        except Exception as error:
+            explained = db.explain_error(error, self.schema)
+            if explained is None:
+                raise
+            raise explained from error
+
+    async def _run_async(
+        self, rendered: str, params: Mapping[str, Any], connection: object | None
+    ) -> list[db.Row]:
         if connection is not None:
             return await db.execute_async(connection, rendered, params)
         if self._async_pool is None:

@@ -16,9 +16,14 @@ import psycopg
 from psycopg.pq import ExecStatus
 from psycopg.rows import tuple_row
 
-from pgqueue.errors import ConfigurationError
+from pgqueue.errors import (
+    ConfigurationError,
+    PermissionDeniedError,
+    PgqueueError,
+    SchemaNotMigratedError,
+)
 
-__all__ = ["Row", "execute", "execute_async", "is_async_connection"]
+__all__ = ["Row", "execute", "execute_async", "explain_error", "is_async_connection"]
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
@@ -45,6 +50,50 @@ def _returns_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> boo
     # result status answers the same question without allocating.
     result = cursor.pgresult
     return result is not None and result.status == ExecStatus.TUPLES_OK
+
+
+def _driver_error(error: BaseException) -> BaseException:
+    """The psycopg error under SQLAlchemy's (``.orig``) or Django's (``__cause__``) wrapper."""
+    wrapped = getattr(error, "orig", None)
+    if isinstance(wrapped, psycopg.Error):
+        return wrapped
+    if isinstance(error.__cause__, psycopg.Error):
+        return error.__cause__
+    return error
+
+
+def explain_error(error: BaseException, schema: str) -> PgqueueError | None:
+    """A pgqueue error saying what to do, for a database error with a known fix.
+
+    A missing table or column means the schema was never migrated (or is behind
+    this version); a refused privilege means the role lacks a grant. Other errors
+    give None and propagate unchanged.
+    """
+    from pgqueue.migrate import HEAD_REVISION  # migrate's Alembic import is lazy
+
+    driver = _driver_error(error)
+    if not isinstance(driver, psycopg.Error):
+        return None
+    detail = str(driver).strip().splitlines()[0] if str(driver).strip() else type(driver).__name__
+    missing = (
+        psycopg.errors.UndefinedTable,
+        psycopg.errors.UndefinedColumn,
+        psycopg.errors.InvalidSchemaName,
+    )
+    if isinstance(driver, missing):
+        return SchemaNotMigratedError(
+            f"pgqueue's tables in schema '{schema}' are missing or older than this version"
+            f" ({detail}); run 'pgqueue migrate' (or apply the DDL of 'pgqueue migrate --sql')",
+            current=None,
+            required=HEAD_REVISION,
+        )
+    if isinstance(driver, psycopg.errors.InsufficientPrivilege):
+        return PermissionDeniedError(
+            f"the database role was refused ({detail}); grant it what docs/security.md lists"
+            f" for its kind of process: a producer needs USAGE on schema {schema}, and INSERT"
+            f" and SELECT (id, run_at, created_at, expires_at) on {schema}.jobs"
+        )
+    return None
 
 
 def _kind(connection: object) -> str:

@@ -9,6 +9,7 @@
     ├── DatabaseUnavailableError      cannot connect; the CLI exits 3
     ├── ConnectionLost                the connection dropped and a commit's outcome is unknown
     ├── SchemaNotMigratedError        the schema is missing or behind; the CLI exits 4
+    ├── PermissionDeniedError         the database role lacks a grant pgqueue needs
     ├── EnqueueError                  a job was refused before any SQL ran
     │   ├── ArgumentError             arguments do not fit the task's signature (also TypeError)
     │   ├── SerializationError        arguments are not JSON (also TypeError)
@@ -39,6 +40,7 @@ __all__ = [
     "JobFailedError",
     "JobNotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PgqueueError",
     "Retry",
     "SchemaNotMigratedError",
@@ -83,6 +85,10 @@ class SchemaNotMigratedError(PgqueueError):
         super().__init__(message)
         self.current = current
         self.required = required
+
+
+class PermissionDeniedError(PgqueueError):
+    """The database role lacks a privilege pgqueue needs; docs/security.md lists the grants."""
 
 
 class EnqueueError(PgqueueError):

@@ -34,6 +34,7 @@ from pgqueue import (
     InvalidOptionError,
     PayloadTooLargeError,
     PgqueueError,
+    SchemaNotMigratedError,
     SerializationError,
     Task,
     UnknownTaskError,
@@ -712,3 +713,23 @@ def test_b8_wrong_password_exits_3_with_password_hidden(pg_server: TestServer) -
     assert result.stderr.startswith("pgqueue: could not connect to ")
     assert "password authentication failed" in result.stderr
     assert "Wr0ngPassw0rd" not in result.output
+
+
+def test_enqueue_on_an_unmigrated_database_says_to_run_migrate(empty_dsn: str) -> None:
+    """A producer pointed at a database nobody migrated gets pgqueue's own error, sync and
+    async, in its own transaction or the caller's, and the caller's transaction is intact."""
+    app = App(empty_dsn)
+    try:
+        with pytest.raises(SchemaNotMigratedError, match=r"run 'pgqueue migrate'") as raised:
+            app.enqueue("send_email", {"to": "a@example.com"}, check_task=False)
+        assert "relation \"pgqueue.jobs\" does not exist" in str(raised.value)
+        with pytest.raises(SchemaNotMigratedError):
+            asyncio.run(app.enqueue_async("send_email", {}, check_task=False))
+        with psycopg.connect(empty_dsn) as conn:
+            with pytest.raises(SchemaNotMigratedError):
+                app.enqueue("send_email", {}, check_task=False, connection=conn)
+            assert conn.info.transaction_status == TransactionStatus.INERROR
+            conn.rollback()
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        app.close()

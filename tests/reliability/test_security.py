@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgqueue import App
+from pgqueue import App, PermissionDeniedError
 from tests.reliability.conftest import FAST, StartWorkers
 from tests.reliability.helpers import all_finished, wait_until
 
@@ -100,25 +100,36 @@ def test_b11_secrets_appear_nowhere(
 # ------------------------------------------------------------- least privilege
 
 
+PRODUCER_GRANTS = (
+    "GRANT USAGE ON SCHEMA pgqueue TO {role}",
+    "GRANT INSERT, SELECT (id, run_at, created_at, expires_at) ON pgqueue.jobs TO {role}",
+)
+
+
 @pytest.fixture
 def producer_role(dsn: str, db: psycopg.Connection[Any]) -> Iterator[str]:
-    """A login role that may only enqueue: the grants docs/security.md documents."""
+    """A login role with exactly the producer grants docs/security.md documents."""
+    yield from _login_role(dsn, db, PRODUCER_GRANTS)
+
+
+@pytest.fixture
+def insert_only_role(dsn: str, db: psycopg.Connection[Any]) -> Iterator[str]:
+    """A login role missing the producer's column grants."""
+    yield from _login_role(
+        dsn,
+        db,
+        ("GRANT USAGE ON SCHEMA pgqueue TO {role}", "GRANT INSERT ON pgqueue.jobs TO {role}"),
+    )
+
+
+def _login_role(dsn: str, db: psycopg.Connection[Any], grants: tuple[str, ...]) -> Iterator[str]:
     role = f"pgq_producer_{uuid.uuid4().hex[:8]}"
     password = uuid.uuid4().hex
     ident = sql.Identifier(role)
     db.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(password)))
     try:
-        db.execute(sql.SQL("GRANT USAGE ON SCHEMA pgqueue TO {}").format(ident))
-        db.execute(
-            sql.SQL(
-                "GRANT EXECUTE ON FUNCTION"
-                " pgqueue.enqueue(text, jsonb, text, integer, timestamptz, integer) TO {}"
-            ).format(ident)
-        )
-        db.execute(sql.SQL("GRANT INSERT ON pgqueue.jobs TO {}").format(ident))
-        sequence = db.execute("SELECT pg_get_serial_sequence('pgqueue.jobs', 'id')").fetchone()
-        assert sequence is not None
-        db.execute(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(sql.SQL(sequence[0]), ident))
+        for grant in grants:
+            db.execute(sql.SQL(grant).format(role=ident))
         params = conninfo_to_dict(dsn)
         params.update(user=role, password=password)
         yield make_conninfo(**params)
@@ -138,39 +149,17 @@ def test_least_privilege_producer_cannot_read_or_delete_jobs(
     with psycopg.connect(producer_role, autocommit=True) as producer:
         for statement in (
             "SELECT args FROM pgqueue.jobs",
-            "SELECT count(*) FROM pgqueue.jobs",
+            "SELECT result FROM pgqueue.jobs",
+            "SELECT * FROM pgqueue.jobs",
             "DELETE FROM pgqueue.jobs",
             "UPDATE pgqueue.jobs SET state = 'cancelled'",
             "TRUNCATE pgqueue.jobs",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 producer.execute(statement)
-    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (1,)
+    assert db.execute("SELECT count(*), min(state) FROM pgqueue.jobs").fetchone() == (1, "queued")
 
 
-def test_documented_sql_producer_role_enqueues_but_cannot_read_args(
-    db: psycopg.Connection[Any], producer_role: str
-) -> None:
-    """docs/security.md's SQL producer adds SELECT (id): enough for pgqueue.enqueue()'s
-    RETURNING id, and still no access to any job's arguments."""
-    role = conninfo_to_dict(producer_role)["user"]
-    assert isinstance(role, str)
-    db.execute(sql.SQL("GRANT SELECT (id) ON pgqueue.jobs TO {}").format(sql.Identifier(role)))
-    db.execute("SELECT pgqueue.enqueue('other_task', '{\"token\": \"someone-else\"}'::jsonb)")
-    with psycopg.connect(producer_role, autocommit=True) as producer:
-        row = producer.execute("SELECT pgqueue.enqueue('send_email', '{}'::jsonb)").fetchone()
-        assert row is not None
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            producer.execute("SELECT args FROM pgqueue.jobs")
-    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (2,)
-
-
-@pytest.mark.xfail(
-    reason="runtime bug: pgqueue.enqueue() is SECURITY INVOKER and its INSERT ... RETURNING id"
-    " needs SELECT (id) on pgqueue.jobs, so a producer granted EXECUTE + INSERT gets"
-    " 'permission denied' (docs/security.md works around it with a column grant)",
-    strict=True,
-)
 def test_least_privilege_producer_can_enqueue_with_the_sql_function(
     db: psycopg.Connection[Any], producer_role: str
 ) -> None:
@@ -184,23 +173,38 @@ def test_least_privilege_producer_can_enqueue_with_the_sql_function(
     )
 
 
-@pytest.mark.xfail(
-    reason="runtime bug: App.enqueue's INSERT (queries.JOB_INSERT) returns every column,"
-    " args included, so a Python producer needs SELECT on all of pgqueue.jobs (everyone's"
-    " args); without it, a raw psycopg InsufficientPrivilege escapes",
-    strict=True,
-)
 def test_least_privilege_producer_can_enqueue_with_the_app(
     db: psycopg.Connection[Any], producer_role: str
 ) -> None:
     app = App(producer_role)
     try:
         job = app.enqueue("send_email", {"to": "a@example.com"}, check_task=False)
+        jobs = app.enqueue_many(
+            [
+                app.prepare("send_email", {"to": f"{n}@example.com"}, check_task=False)
+                for n in range(3)
+            ]
+        )
     finally:
         app.close()
     assert db.execute(
         "SELECT task, args FROM pgqueue.jobs WHERE id = %s", (job.id,)
-    ).fetchone() == (
-        "send_email",
-        {"to": "a@example.com"},
-    )
+    ).fetchone() == ("send_email", {"to": "a@example.com"})
+    assert len(jobs) == 3
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (4,)
+
+
+def test_a_missing_grant_is_a_clear_error_and_writes_nothing(
+    db: psycopg.Connection[Any], insert_only_role: str
+) -> None:
+    app = App(insert_only_role)
+    try:
+        with pytest.raises(PermissionDeniedError) as raised:
+            app.enqueue("send_email", {"to": "a@example.com"}, check_task=False)
+    finally:
+        app.close()
+    message = str(raised.value)
+    assert "permission denied for table jobs" in message
+    assert "docs/security.md" in message
+    assert "SELECT (id, run_at, created_at, expires_at) on pgqueue.jobs" in message
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (0,)

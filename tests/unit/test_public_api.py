@@ -35,6 +35,7 @@ def test_exact_public_names() -> None:
         "JobSpec",
         "JobState",
         "PayloadTooLargeError",
+        "PermissionDeniedError",
         "PgqueueError",
         "Retry",
         "SchemaNotMigratedError",
