@@ -439,7 +439,16 @@ class Worker:
             )
             self._finish(job, decide_failure(None, job, error))
             return
-        if task.is_async and self.config.pool == "thread":
+        if job.crash_count and self.config.pool == "thread" and self.config.app_path:
+            logger.info(
+                "task %s[job %s] runs in a child process: it was running when a worker died"
+                " (%d/%d crash recoveries), so a crash now takes down only this job",
+                job.task,
+                job.id,
+                job.crash_count,
+                self.config.max_crash_recoveries,
+            )
+        elif task.is_async and self.config.pool == "thread":
             if self._loop is None:  # a task resolved late (an integration's lookup)
                 with self._lock:
                     if self._loop is None:
@@ -455,19 +464,30 @@ class Worker:
     def _task_thread(self) -> None:
         """Run jobs from the task queue until a None arrives."""
         events_channel = self.app.events_channel
-        process_pool = self.config.pool == "process"
         while True:
             job = self._task_queue.get()
             if job is None:
                 return
             try:
-                if process_pool:
+                if self._runs_in_child(job):
                     outcome = self._run_in_child(job)
                 else:
                     outcome = run_job(self.app, job, events_channel)
             except BaseException as error:  # never lose the job to a bug of our own
                 outcome = decide_failure(self.app.resolve_task(job.task), job, error)
             self._finish(job, outcome)
+
+    def _runs_in_child(self, job: ClaimedJob) -> bool:
+        """Every job of the process pool, and the thread pool's crash suspects.
+
+        A job that was running when its worker died (crash_count > 0) may be what
+        killed it. Run in a child process, a second crash takes down that job
+        alone: the jobs that merely ran beside it the first time are not rescued
+        with it again, and do not follow it to the dead letters.
+        """
+        if self.config.pool == "process":
+            return True
+        return job.crash_count > 0 and self.config.app_path is not None
 
     def _run_in_child(self, job: ClaimedJob) -> Outcome:
         from pgqueue.worker.process_pool import run_in_child
@@ -530,6 +550,7 @@ class Worker:
                     running.deadline is not None
                     and now >= running.deadline
                     and not running.abandoned
+                    and not self._runs_in_child(running.job)  # run_in_child kills those
                 ):
                     task = self.app.resolve_task(running.job.task)
                     if task is not None and task.is_async:
