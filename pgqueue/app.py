@@ -105,6 +105,14 @@ def row_to_job(row: db.Row, app: App | None = None) -> Job:
     )
 
 
+def _connection_lost(error: psycopg.OperationalError) -> ConnectionLost:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else "no detail"
+    return ConnectionLost(
+        "the connection to the database broke while a statement was in flight;"
+        f" it may or may not have committed ({redact_text(first_line)})"
+    )
+
+
 class App:
     """A pgqueue application: where the database is, and which tasks exist.
 
@@ -288,7 +296,7 @@ class App:
         rendered = queries.render(sql, self.schema)
         if connection is None:
             connection = self.default_connection()
-        try:
+        with db.explained_errors(self.schema):
             if connection is not None:
                 return db.execute(connection, rendered, params)
             with self._own_connection() as own:
@@ -296,29 +304,15 @@ class App:
                     return db.execute(own, rendered, params)
                 except psycopg.OperationalError as error:
                     if own.broken or own.closed:
-                        raise ConnectionLost(
-                            "the connection to the database broke while a statement was in"
-                            " flight; it may or may not have committed"
-                            f" ({redact_text(str(error).strip().splitlines()[0])})"
-                        ) from error
+                        raise _connection_lost(error) from error
                     raise
-        except Exception as error:
-            explained = db.explain_error(error, self.schema)
-            if explained is None:
-                raise
-            raise explained from error
 
     async def run_async(
         self, sql: str, params: Mapping[str, Any], connection: object | None = None
     ) -> list[db.Row]:
         """The async twin of ``run()``."""
-        try:
+        with db.explained_errors(self.schema):
             return await self._run_async(queries.render(sql, self.schema), params, connection)
-        except Exception as error:
-            explained = db.explain_error(error, self.schema)
-            if explained is None:
-                raise
-            raise explained from error
 
     async def _run_async(
         self, rendered: str, params: Mapping[str, Any], connection: object | None
@@ -343,10 +337,7 @@ class App:
                     return await db.execute_async(own, rendered, params)
                 except psycopg.OperationalError as error:
                     if own.broken or own.closed:
-                        raise ConnectionLost(
-                            "the connection to the database broke while a statement was in"
-                            " flight; it may or may not have committed"
-                        ) from error
+                        raise _connection_lost(error) from error
                     raise
         except PoolTimeout as error:
             raise self._unavailable(error) from None

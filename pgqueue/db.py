@@ -9,7 +9,8 @@ closes a connection it was given: the job belongs to the caller's transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -23,7 +24,14 @@ from pgqueue.errors import (
     SchemaNotMigratedError,
 )
 
-__all__ = ["Row", "execute", "execute_async", "explain_error", "is_async_connection"]
+__all__ = [
+    "Row",
+    "execute",
+    "execute_async",
+    "explain_error",
+    "explained_errors",
+    "is_async_connection",
+]
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
@@ -94,6 +102,18 @@ def explain_error(error: BaseException, schema: str) -> PgqueueError | None:
             f" and SELECT (id, run_at, created_at, expires_at) on {schema}.jobs"
         )
     return None
+
+
+@contextmanager
+def explained_errors(schema: str) -> Iterator[None]:
+    """Turn database errors with a known fix into pgqueue's errors (see explain_error)."""
+    try:
+        yield
+    except Exception as error:
+        explained = explain_error(error, schema)
+        if explained is None:
+            raise
+        raise explained from error
 
 
 def _kind(connection: object) -> str:

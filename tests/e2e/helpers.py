@@ -6,20 +6,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
-import psycopg
+from tests.support.waiting import scalar as scalar
+from tests.support.waiting import wait_until as wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_PATH = "tests.e2e.tasks_app:app"
 # Time-compressed leases so crash recovery is observable in seconds.
 FAST_LEASES = ["--lease", "3", "--heartbeat", "0.5", "--rescue-interval", "0.5"]
 
-T = TypeVar("T")
 
 
 def worker_env(dsn: str, **extra: str) -> dict[str, str]:
@@ -53,23 +51,6 @@ def run_worker(
         timeout=timeout,
         check=False,
     )
-
-
-def wait_until(condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
-def scalar(connection: psycopg.Connection[Any], sql: str, params: Any = None) -> Any:
-    row = connection.execute(sql, params).fetchone()
-    return None if row is None else row[0]
 
 
 def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 30) -> str:

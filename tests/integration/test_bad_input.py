@@ -723,8 +723,15 @@ def test_enqueue_on_an_unmigrated_database_says_to_run_migrate(empty_dsn: str) -
         with pytest.raises(SchemaNotMigratedError, match=r"run 'pgqueue migrate'") as raised:
             app.enqueue("send_email", {"to": "a@example.com"}, check_task=False)
         assert "relation \"pgqueue.jobs\" does not exist" in str(raised.value)
+
+        async def enqueue_async() -> None:
+            try:
+                await app.enqueue_async("send_email", {}, check_task=False)
+            finally:
+                await app.aclose()
+
         with pytest.raises(SchemaNotMigratedError):
-            asyncio.run(app.enqueue_async("send_email", {}, check_task=False))
+            asyncio.run(enqueue_async())
         with psycopg.connect(empty_dsn) as conn:
             with pytest.raises(SchemaNotMigratedError):
                 app.enqueue("send_email", {}, check_task=False, connection=conn)
