@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS pgqueue_chaos.ledger (
     attempt int NOT NULL,
     lease_token uuid,
     pid int NOT NULL,
+    worker_pid int NOT NULL,
     tag text NOT NULL DEFAULT '',
     started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     finished_at timestamptz
@@ -202,6 +203,7 @@ class _Execution:
     attempt: int
     lease_token: str | None
     pid: int
+    worker_pid: int  # == pid on threads; the worker that forked it for a child process
     started_at: datetime
     finished_at: datetime | None
 
@@ -371,7 +373,8 @@ def _check_executions(
     slack_s: float,
 ) -> None:
     rows = connection.execute(
-        "SELECT exec_id::text, job_id, attempt, lease_token::text, pid, started_at, finished_at"
+        "SELECT exec_id::text, job_id, attempt, lease_token::text, pid, worker_pid, started_at,"
+        " finished_at"
         " FROM pgqueue_chaos.ledger ORDER BY job_id, started_at, exec_id"
     ).fetchall()
     by_job: dict[int, list[_Execution]] = defaultdict(list)
@@ -449,9 +452,8 @@ def _check_executions(
                     f" {later.attempt} without a shutdown release in between"
                 )
             # Why did it run again?
-            killed_at = [
-                at for at in kills_by_pid.get(earlier.pid, ()) if at >= earlier.started_at - slack
-            ]
+            kills_of_its_worker = kills_by_pid.get(earlier.worker_pid, ())
+            killed_at = [at for at in kills_of_its_worker if at >= earlier.started_at - slack]
             if killed_at:
                 report.re_executions_at_kill += 1
                 recoveries.append((later.started_at - min(killed_at)).total_seconds())

@@ -17,6 +17,7 @@ pgqueue.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import threading
@@ -86,13 +87,29 @@ def _lease_token(context: pgqueue.JobContext) -> str | None:
     return None if token is None else str(token)
 
 
+def _worker_pid() -> int:
+    # In a child process (--pool process, or a crash suspect) the kill that
+    # explains a re-execution is the kill of the worker that forked the child.
+    parent = multiprocessing.parent_process()
+    return os.getpid() if parent is None or parent.pid is None else parent.pid
+
+
 def begin(context: pgqueue.JobContext, tag: str = "") -> str:
     """Record that an execution of ``context``'s job started; return its execution id."""
     exec_id = str(uuid.uuid4())
     _write(
-        "INSERT INTO pgqueue_chaos.ledger (exec_id, job_id, attempt, lease_token, pid, tag)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (exec_id) DO NOTHING",
-        (exec_id, context.id, context.attempt, _lease_token(context), os.getpid(), tag),
+        "INSERT INTO pgqueue_chaos.ledger"
+        " (exec_id, job_id, attempt, lease_token, pid, worker_pid, tag)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (exec_id) DO NOTHING",
+        (
+            exec_id,
+            context.id,
+            context.attempt,
+            _lease_token(context),
+            os.getpid(),
+            _worker_pid(),
+            tag,
+        ),
     )
     return exec_id
 

@@ -9,8 +9,10 @@ costs a fork, not an interpreter start.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
-from multiprocessing.connection import Connection
+import threading
+from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from pgqueue.worker.execution import (
@@ -40,11 +42,31 @@ def _get_context(app_path: str) -> Any:
     return _context
 
 
+def _exit_with_the_worker() -> None:
+    """Kill this child as soon as the worker that asked for it is gone.
+
+    A SIGKILLed worker cannot stop its children, and the fork server outlives it
+    while any child runs. Left alone, a child would go on running its job beside
+    the run the rescuer starts once the lease expires. multiprocessing gives a
+    child a sentinel that becomes readable when its parent process exits.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="pgqueue-worker-watch", daemon=True).start()
+
+
 def _child_main(
     app_path: str, job_fields: tuple[Any, ...], events_channel: str, pipe: Connection
 ) -> None:
     from pgqueue.loader import load_app
 
+    _exit_with_the_worker()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     app = load_app(app_path)

@@ -11,6 +11,7 @@ takes the whole worker down once; after that it runs isolated in a child process
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -233,4 +234,31 @@ def test_t12_thread_pool_poison_does_not_dead_letter_its_batch_mates(
         max_crash_recoveries=3,
     )
     assert report.ok, report.describe()
+    app.close()
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkilled_process_pool_worker_takes_its_running_children_with_it(
+    dsn: str, history: psycopg.Connection[Any], start_workers: StartWorkers
+) -> None:
+    """A child must not go on running a job after its worker is gone: the rescuer will
+    start another run of it once the lease expires, and two would then run at once."""
+    app = App(dsn)
+    job = app.enqueue("chaos_sleep", {"ms": 30_000}, check_task=False)
+    record_acks(history, [job.id])
+    supervisor = start_workers(1, "--pool", "process", "-c", "2", *POISON_ARGS, restart=False)
+    ledger_pid = "SELECT pid FROM pgqueue_chaos.ledger WHERE job_id = %s"
+    child = wait_until(lambda: scalar(history, ledger_pid, (job.id,)), timeout=20)
+    assert _running(child)
+    assert supervisor.kill(history) is not None
+    wait_until(lambda: not _running(child), timeout=10, interval=0.1)
     app.close()
