@@ -386,7 +386,7 @@ def _check_recovery_bounds(
     if not supervisor.kills:
         return found
     rows = connection.execute(
-        "SELECT l.job_id, l.pid, l.started_at, j.errors FROM pgqueue_chaos.ledger l"
+        "SELECT l.job_id, l.worker_pid, l.started_at, j.errors FROM pgqueue_chaos.ledger l"
         " JOIN pgqueue.jobs j ON j.id = l.job_id"
         " WHERE l.job_id IN (SELECT job_id FROM pgqueue_chaos.ledger GROUP BY 1"
         "                    HAVING count(*) > 1)"
