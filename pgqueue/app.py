@@ -17,7 +17,12 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from pgqueue import db, queries, shared, tracing
-from pgqueue.dsn import connection_failure_reason, redact_dsn, redact_text, resolve_dsn
+from pgqueue.dsn import (
+    connection_failure_reason,
+    error_summary,
+    redact_dsn,
+    resolve_dsn,
+)
 from pgqueue.errors import (
     ConfigurationError,
     ConnectionLost,
@@ -106,10 +111,9 @@ def row_to_job(row: db.Row, app: App | None = None) -> Job:
 
 
 def _connection_lost(error: psycopg.OperationalError) -> ConnectionLost:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else "no detail"
     return ConnectionLost(
         "the connection to the database broke while a statement was in flight;"
-        f" it may or may not have committed ({redact_text(first_line)})"
+        f" it may or may not have committed ({error_summary(error, 'no detail')})"
     )
 
 

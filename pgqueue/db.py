@@ -17,6 +17,7 @@ import psycopg
 from psycopg.pq import ExecStatus
 from psycopg.rows import tuple_row
 
+from pgqueue.dsn import error_summary
 from pgqueue.errors import (
     ConfigurationError,
     PermissionDeniedError,
@@ -82,7 +83,7 @@ def explain_error(error: BaseException, schema: str) -> PgqueueError | None:
     driver = _driver_error(error)
     if not isinstance(driver, psycopg.Error):
         return None
-    detail = str(driver).strip().splitlines()[0] if str(driver).strip() else type(driver).__name__
+    detail = error_summary(driver, type(driver).__name__)
     missing = (
         psycopg.errors.UndefinedTable,
         psycopg.errors.UndefinedColumn,

@@ -16,6 +16,7 @@ from pgqueue.errors import InvalidDatabaseURL
 __all__ = [
     "DSN_ENV_VAR",
     "connection_failure_reason",
+    "error_summary",
     "normalize_dsn",
     "redact_dsn",
     "redact_text",
@@ -45,6 +46,12 @@ def redact_text(text: str) -> str:
     return _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + "***", text)
 
 
+def error_summary(error: BaseException, empty: str = "") -> str:
+    """The first line of ``error``'s message with passwords masked (``empty`` if none)."""
+    text = str(error).strip()
+    return redact_text(text.splitlines()[0]) if text else empty
+
+
 def normalize_dsn(dsn: str) -> str:
     """Check that ``dsn`` parses and return it in the form libpq accepts.
 
@@ -70,7 +77,7 @@ def normalize_dsn(dsn: str) -> str:
     try:
         psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as error:
-        reason = redact_text(str(error).strip().splitlines()[0])
+        reason = error_summary(error)
         raise InvalidDatabaseURL(f"invalid database URL '{redact_dsn(dsn)}': {reason}") from None
     return dsn
 

@@ -26,6 +26,7 @@ import psycopg
 
 from pgqueue.app import App
 from pgqueue.chaos.supervisor import HARNESS_APPLICATION
+from pgqueue.dsn import error_summary
 from pgqueue.errors import ConnectionLost, DatabaseUnavailableError
 
 __all__ = ["JobRequest", "Monitor", "Producer"]
@@ -109,7 +110,7 @@ class Producer:
                 self._stop.wait(0.1)
                 continue
             except Exception as error:  # a finding: recorded, shown in the summary
-                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                first = error_summary(error)
                 self.other_errors[f"{type(error).__module__}.{type(error).__name__}: {first}"] += 1
                 self._stop.wait(0.1)
                 continue

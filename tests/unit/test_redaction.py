@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pgqueue.dsn import error_summary
 from pgqueue.payload import REDACTED, is_secret_key, redact, scrub_secrets
 
 
@@ -36,3 +37,9 @@ def test_scrub_secret_values_from_error_text() -> None:
     args = {"user": "ann", "password": "hunter2", "pin": "12"}
     text = scrub_secrets("login failed for ann with hunter2 (pin 12)", args)
     assert text == "login failed for ann with [REDACTED] (pin 12)"
+
+
+def test_error_summary_is_the_first_line_with_passwords_masked() -> None:
+    error = RuntimeError("could not reach postgresql://app:s3cret@db/app\nDETAIL: more")
+    assert error_summary(error) == "could not reach postgresql://app:***@db/app"
+    assert error_summary(RuntimeError("  "), "no detail") == "no detail"

@@ -27,7 +27,7 @@ import psycopg.conninfo
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from pgqueue.dsn import redact_text
+from pgqueue.dsn import error_summary
 from pgqueue.errors import PgqueueError
 from pgqueue.schema import DEFAULT_SCHEMA, validate_schema_name
 from pgqueue.tasks import QUEUE_DEFAULT, validate_queue
@@ -192,7 +192,7 @@ def database_from_url(url: str, **extra: Any) -> dict[str, Any]:
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as error:
-        reason = redact_text(str(error).strip().splitlines()[0])
+        reason = error_summary(error)
         raise ImproperlyConfigured(f"invalid database URL: {reason}") from None
     params = {key: _text(value) for key, value in params.items() if value is not None}
     entry: dict[str, Any] = {
