@@ -439,7 +439,7 @@ class Worker:
             )
             self._finish(job, decide_failure(None, job, error))
             return
-        if job.crash_count and self.config.pool == "thread" and self.config.app_path:
+        if self.config.pool == "thread" and self._runs_in_child(job):
             logger.info(
                 "task %s[job %s] runs in a child process: it was running when a worker died"
                 " (%d/%d crash recoveries), so a crash now takes down only this job",
