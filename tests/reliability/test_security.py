@@ -106,6 +106,15 @@ PRODUCER_GRANTS = (
 )
 
 
+WORKER_GRANTS = (
+    "GRANT USAGE ON SCHEMA pgqueue TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON pgqueue.jobs TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON pgqueue.workers TO {role}",
+    "GRANT SELECT ON pgqueue.queues, pgqueue.queue_stats, pgqueue.pgqueue_alembic_version"
+    " TO {role}",
+)
+
+
 @pytest.fixture
 def producer_role(dsn: str, db: psycopg.Connection[Any]) -> Iterator[str]:
     """A login role with exactly the producer grants docs/security.md documents."""
@@ -208,3 +217,33 @@ def test_a_missing_grant_is_a_clear_error_and_writes_nothing(
     assert "docs/security.md" in message
     assert "SELECT (id, run_at, created_at, expires_at) on pgqueue.jobs" in message
     assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (0,)
+
+
+@pytest.fixture
+def worker_role(dsn: str, db: psycopg.Connection[Any]) -> Iterator[str]:
+    """A login role with exactly the worker grants docs/security.md documents."""
+    yield from _login_role(dsn, db, WORKER_GRANTS)
+
+
+def test_documented_worker_role_runs_jobs(
+    dsn: str, db: psycopg.Connection[Any], worker_role: str
+) -> None:
+    """A worker logged in with exactly docs/security.md's worker grants claims, runs,
+    completes, retries and dead-letters jobs, and exits 0 from --burst."""
+    app = App(dsn)
+    ok = [app.enqueue("chaos_noop", {"n": n}, check_task=False).id for n in range(5)]
+    bad = app.enqueue("chaos_noop", {"unexpected": 1}, check_task=False).id
+    app.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--dsn", worker_role, "work", "-A",
+         "pgqueue.chaos.tasks:app", "--burst", *FAST],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "permission denied" not in result.stderr
+    states = dict(db.execute("SELECT id, state FROM pgqueue.jobs").fetchall())
+    assert [states[i] for i in ok] == ["succeeded"] * 5
+    assert states[bad] == "dead"
