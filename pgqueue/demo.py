@@ -5,8 +5,10 @@ them, a task that fails twice and then succeeds, one that always fails and ends
 in the dead-letter state, and a result sent back to the caller. Then the SQL
 to see it all.
 
-On the embedded database the demo uses the ``pgqueue`` schema; on a database you
-configured it keeps to a ``pgqueue_demo`` schema so it never touches your jobs.
+The demo keeps to a schema of its own, ``pgqueue_demo``, on the embedded database
+as on one you configured: it empties that schema's jobs table when it starts, so
+it must never be the one your jobs are in, and workers of the ``pgqueue`` schema
+never claim its jobs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from pgqueue.errors import JobFailedError
 from pgqueue.worker import Worker, WorkerConfig, parse_queues
 from pgqueue.worker.execution import JobContext
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_SCHEMA", "run_demo"]
+
+DEMO_SCHEMA = "pgqueue_demo"
 
 
 def build_demo_app(dsn: str | None, schema: str) -> App:
@@ -66,7 +70,7 @@ def run_demo(dsn: str | None, *, keep: bool = False, echo: Callable[[str], None]
     """Run the demo, printing what happens; raises on any unexpected outcome."""
     started = time.monotonic()
     configured = resolve_dsn(dsn)
-    schema = "pgqueue_demo" if configured else "pgqueue"
+    schema = DEMO_SCHEMA
     app = build_demo_app(configured, schema)
     if app.is_embedded and app.embedded_description:
         echo(app.embedded_description)

@@ -13,6 +13,16 @@ from pathlib import Path
 import psycopg
 
 
+_ENQUEUE_MINE = """
+import pgqueue
+from pgqueue import migrate
+app = pgqueue.App()
+migrate.upgrade(app.dsn, app.schema)
+print(app.enqueue("my_own_task", {"n": 1}, check_task=False).id)
+"""
+_STATE_OF = "import pgqueue; print(pgqueue.App().get_job({job_id}).state.value)"
+
+
 def _demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pgqueue", *args, "demo"],
@@ -48,10 +58,30 @@ def test_demo_on_the_embedded_database(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DATABASE_URL"}
     env["PGQUEUE_DATA_DIR"] = str(data_root / "pg")
     try:
+        # A job of the developer's own, waiting in the embedded database's pgqueue schema.
+        mine = subprocess.run(
+            [sys.executable, "-c", _ENQUEUE_MINE],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        ).stdout.split()[-1]
         result = _demo(env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "embedded development PostgreSQL" in result.stdout
+        assert "schema pgqueue_demo at revision" in result.stdout
+        assert "FROM pgqueue_demo.jobs" in result.stdout
         assert re.search(r"\b[12] workers? shared the work", result.stdout)
+        still_there = subprocess.run(
+            [sys.executable, "-c", _STATE_OF.format(job_id=int(mine))],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        assert still_there == "queued"
     finally:
         subprocess.run(
             [sys.executable, "-m", "pgqueue", "db", "stop"],
