@@ -12,7 +12,6 @@ from pathlib import Path
 
 import psycopg
 
-
 _ENQUEUE_MINE = """
 import pgqueue
 from pgqueue import migrate
