@@ -128,8 +128,9 @@ __all__ = ["demo_command", "work_command"]
 @click.option("--dead-retention", default="30d", show_default=True,
               help="Delete dead jobs this long after they die ('forever' keeps them).")
 @click.option("--synchronous-commit", is_flag=True,
-              help="Wait for the WAL flush on claims, completions and heartbeats. Off by"
-                   " default: a server crash can then only make a job run again, never lose it.")
+              help="Wait for the WAL flush on completions and heartbeats too (claims always"
+                   " wait). Off by default: a server crash can then only make a job run"
+                   " again, never lose it.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               envvar="PGQUEUE_METRICS_PORT",
               help="Serve Prometheus metrics on this port [env PGQUEUE_METRICS_PORT].")

@@ -87,7 +87,7 @@ class WorkerConfig:
             (None keeps them).
         prune_interval: seconds between pruning rounds.
         metrics_port: serve Prometheus metrics on this port (None: off).
-        synchronous_commit: wait for the WAL flush on claims, completions and
+        synchronous_commit: wait for the WAL flush on completions and
             heartbeats. Off by default: after a server crash a lost claim leaves
             its job queued and a lost completion makes the job run again, so no
             job is lost either way, and throughput is several times higher.

@@ -103,6 +103,13 @@ class ManagedConnection:
             )
             if not self.synchronous_commit:
                 connection.execute("SET synchronous_commit = off")
+            else:
+                # A session told to skip the flush wait by the URL, the role or the
+                # server's settings must not do so for writes that need it (claims);
+                # stronger settings (remote_write, remote_apply) are kept.
+                row = connection.execute("SHOW synchronous_commit").fetchone()
+                if row is not None and row[0] == "off":
+                    connection.execute("SET synchronous_commit = on")
         except psycopg.OperationalError as error:
             raise Disconnected(_reason(error)) from error
         return connection

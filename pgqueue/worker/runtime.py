@@ -148,12 +148,15 @@ class Worker:
         schema = self.app.schema
         with self.app.connect() as probe:
             check_schema(probe, schema)
-        # Claims, completions and heartbeats may skip the WAL flush wait: if the
-        # server crashes before flushing, a lost claim leaves the job queued and a
-        # lost completion gets the job rescued and run again, so no job is lost
-        # (at-least-once either way). Enqueues stay durable: they are the producer's.
+        # Completions and heartbeats may skip the WAL flush wait: if the server
+        # crashes before flushing, a lost completion leaves the job running until
+        # its lease expires and it is run again (at-least-once), and a lost lease
+        # renewal is redone by the next heartbeat. Claims always wait: a claim lost
+        # while its job already runs here would make the job claimable again, and
+        # a second run would start beside the first (the chaos pg-restart scenario
+        # saw it). Enqueues stay durable: they are the producer's transactions.
         fast = not config.synchronous_commit
-        self._claimer = ManagedConnection(dsn, schema, "claimer", synchronous_commit=not fast)
+        self._claimer = ManagedConnection(dsn, schema, "claimer")
         self._completer_connection = ManagedConnection(
             dsn, schema, "completer", synchronous_commit=not fast
         )

@@ -391,3 +391,36 @@ def test_complete_async_in_an_async_transaction(app: App, dsn: str) -> None:
     assert app.get_job(job.id).result == "in tx"
     assert worker.stats.succeeded == 1
     assert worker.stats.stale == 0
+
+
+@pytest.mark.parametrize(
+    ("synchronous_commit", "expected"),
+    [
+        (False, {"claimer": "on", "completer": "off", "heartbeat": "off"}),
+        (True, {"claimer": "on", "completer": "on", "heartbeat": "on"}),
+    ],
+)
+def test_claims_always_wait_for_the_wal_flush(
+    app: App, synchronous_commit: bool, expected: dict[str, str]
+) -> None:
+    """A claim lost in a server crash while its job already runs would let a second run
+    start beside the first, so the claimer's session never skips the flush wait;
+    completions and heartbeats skip it unless synchronous_commit=True."""
+    seen: dict[str, str] = {}
+    workers: list[Worker] = []
+
+    @app.task
+    def probe_sessions() -> None:
+        worker = workers[0]
+        for name, connection in (
+            ("claimer", worker._claimer),
+            ("completer", worker._completer_connection),
+            ("heartbeat", worker._heartbeat_connection),
+        ):
+            seen[name] = connection.run("SHOW synchronous_commit", {})[0][0]
+
+    probe_sessions.enqueue()
+    worker = Worker(app, burst=True, concurrency=1, synchronous_commit=synchronous_commit)
+    workers.append(worker)
+    assert worker.run() == 0
+    assert seen == expected
