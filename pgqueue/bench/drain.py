@@ -146,6 +146,7 @@ def _claim_loop(ctx: BenchContext, claimed: queue.SimpleQueue[Any], batch: int) 
     params = {"queue": "default", "limit": batch, "worker_id": FLOOR_APPLICATION,
               "lease_seconds": 30.0}
     with connect(ctx.dsn, FLOOR_APPLICATION) as connection, connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = on")  # as a worker's claims (runtime.py)
         while True:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -158,6 +159,9 @@ def _complete_loop(ctx: BenchContext, claimed: queue.SimpleQueue[Any]) -> None:
     sql = queries.render(queries.JOB_SUCCEED_MANY, ctx.schema)
     done = False
     with connect(ctx.dsn, FLOOR_APPLICATION) as connection, connection.cursor() as cursor:
+        # As a worker's completions by default: the floor must do the same work
+        # with the same durability, or the ratio compares unlike things.
+        cursor.execute("SET synchronous_commit = off")
         while not done:
             rows: list[tuple[Any, ...]] = []
             item = claimed.get()

@@ -102,7 +102,8 @@ def _header(report: BenchReport) -> list[str]:
         f"machine: {machine['cores']} cores ({machine['usable_cores']} usable),"
         f" {machine['cpu_model']}, {machine['system']}, Python {machine['python']}",
         f"PostgreSQL {postgres['version']} at {meta['database']}: fsync={settings['fsync']},"
-        f" synchronous_commit={settings['synchronous_commit']},"
+        f" synchronous_commit={settings['synchronous_commit']} (server; workers and the drain"
+        " floor: claims on, completions off),"
         f" full_page_writes={settings['full_page_writes']},"
         f" shared_buffers={settings['shared_buffers']}",
         f"workload: {config.jobs:,} no-op jobs per phase, worker -c {config.concurrency},"
