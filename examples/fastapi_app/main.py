@@ -34,7 +34,9 @@ def request_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-Transaction = Annotated[Session, Depends(request_session)]
+# scope="function" commits before the response is sent; FastAPI's default runs the
+# code after `yield` after sending it, so a failed commit would still answer 201.
+Transaction = Annotated[Session, Depends(request_session, scope="function")]
 router = APIRouter()
 
 
