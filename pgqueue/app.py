@@ -39,7 +39,7 @@ from pgqueue.results import AsyncResult
 
 if TYPE_CHECKING:
     from pgqueue.testing import EagerRunner
-from pgqueue.retry import BACKOFF_BASE_DEFAULT, BACKOFF_MAX_DEFAULT
+from pgqueue.retry import BACKOFF_MAX_DEFAULT
 from pgqueue.task_options import TaskOptions, TaskRoutes, build_task_options
 from pgqueue.tasks import (
     MAX_ATTEMPTS_DEFAULT,
@@ -376,7 +376,7 @@ class App:
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry_for: tuple[type[BaseException], ...] | None = None,
-        retry_backoff: float | bool = BACKOFF_BASE_DEFAULT,
+        retry_backoff: float | bool | None = None,
         retry_backoff_max: float = BACKOFF_MAX_DEFAULT,
         retry_jitter: bool = True,
         pass_context: bool = False,
@@ -394,7 +394,7 @@ class App:
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry_for: tuple[type[BaseException], ...] | None = None,
-        retry_backoff: float | bool = BACKOFF_BASE_DEFAULT,
+        retry_backoff: float | bool | None = None,
         retry_backoff_max: float = BACKOFF_MAX_DEFAULT,
         retry_jitter: bool = True,
         pass_context: bool = False,
@@ -411,15 +411,18 @@ class App:
             timeout: seconds an attempt may run before it fails with TimeoutError.
             retry_for: exception types that are retried; any other goes ``dead``
                 at once (default: every Exception).
-            retry_backoff: base seconds of exponential backoff (``True`` = 1 s,
-                ``False`` or ``0`` = retry at once).
+            retry_backoff: base seconds of exponential backoff (default 1; ``True``
+                = 1 s; ``False`` or ``0`` = retry at once). Declared with Celery's
+                ``autoretry_for``, the default is Celery's ``False``, and without
+                backoff retries wait ``default_retry_delay`` (180 s), as in Celery.
             retry_backoff_max: cap on one backoff delay, seconds (default 600).
             retry_jitter: randomise each delay in ``[0, delay]`` (default True).
             pass_context: call the function with a ``JobContext`` first (job id,
                 attempt, cancellation, ``complete(connection)``).
             **celery_options: Celery's names with Celery's meanings: ``bind``,
-                ``autoretry_for``, ``max_retries``, ``default_retry_delay``,
-                ``time_limit``, ``ignore_result``, ``acks_late=True``,
+                ``autoretry_for``, ``dont_autoretry_for``, ``max_retries``,
+                ``retry_kwargs``, ``default_retry_delay``, ``time_limit``,
+                ``ignore_result``, ``acks_late=True``,
                 ``track_started=True``. Options pgqueue cannot honour raise
                 ConfigurationError saying why.
         """

@@ -258,3 +258,32 @@ def test_pgqueue_work_with_django_settings(django_dsn: str) -> None:
     )
     assert both.returncode == 2
     assert "pass -A/--app or --django, not both" in both.stderr
+
+
+def test_without_q_django_option_serves_pgqueue_queues_and_bootstrap_app_only_default(
+    django_dsn: str,
+) -> None:
+    """What docs/django.md says of the two ways to run the project's worker outside manage.py."""
+    import subprocess
+    import sys
+
+    from tests.django.conftest import REPO_ROOT, worker_env
+
+    def work(*args: str, env: dict[str, str]) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueue", "work", *args, "--burst"],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+        return check(done)
+
+    result = record_low.enqueue("queue low")
+    # -A bootstrap:app is a plain `pgqueue work -A`: without -Q it serves `default` only.
+    work("-A", "pgqueue.contrib.django.bootstrap:app", env=worker_env(django_dsn))
+    result.refresh()
+    assert result.status == TaskResultStatus.READY
+    # --django reads PGQUEUE["QUEUES"] (high, default, low), as manage.py pgqueue_work does.
+    without_settings_env = worker_env(django_dsn)
+    without_settings_env.pop("DJANGO_SETTINGS_MODULE")
+    work("--django", "tests.django.project.settings", env=without_settings_env)
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
