@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from pgqueue.errors import ConfigurationError
-from pgqueue.retry import BACKOFF_BASE_DEFAULT, BACKOFF_MAX_DEFAULT
+from pgqueue.retry import BACKOFF_MAX_DEFAULT
 from pgqueue.task_options import TaskOptions, build_task_options
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def shared_task(
         key: options.pop(key, default)
         for key, default in (
             ("name", None), ("queue", None), ("priority", None), ("max_attempts", None),
-            ("timeout", None), ("retry_for", None), ("retry_backoff", BACKOFF_BASE_DEFAULT),
+            ("timeout", None), ("retry_for", None), ("retry_backoff", None),
             ("retry_backoff_max", BACKOFF_MAX_DEFAULT), ("retry_jitter", True),
             ("pass_context", False),
         )

@@ -13,15 +13,23 @@ import inspect
 import threading
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pgqueue import queries, tracing
-from pgqueue.errors import ArgumentError, Retry, SerializationError, UnknownTaskError
+from pgqueue.errors import (
+    ArgumentError,
+    ConfigurationError,
+    InvalidOptionError,
+    Retry,
+    SerializationError,
+    UnknownTaskError,
+)
 from pgqueue.faults import faultpoint
 from pgqueue.payload import dump_result, redact, scrub_secrets
-from pgqueue.tasks import render_signature
+from pgqueue.task_options import max_attempts_for_retries
+from pgqueue.tasks import render_signature, validate_countdown, validate_run_at
 
 if TYPE_CHECKING:
     from pgqueue.app import App
@@ -34,7 +42,9 @@ __all__ = [
     "Failed",
     "JobContext",
     "Outcome",
+    "RetryWithLimit",
     "Succeeded",
+    "TaskTimeout",
     "decide_failure",
     "run_job",
     "run_job_async",
@@ -205,28 +215,107 @@ class BoundTask(JobContext):
         exc: BaseException | None = None,
         countdown: float | None = None,
         eta: datetime | None = None,
-        **_: Any,
+        max_retries: int | None = None,
+        throw: bool = True,
+        args: Any = None,
+        kwargs: Any = None,
+        queue: str | None = None,
+        **options: Any,
     ) -> Retry:
         """Ask for another attempt (Celery's ``raise self.retry(exc=..., countdown=...)``).
 
         Raises Retry itself, so ``raise self.retry(...)`` and ``self.retry(...)`` both
-        work. Without countdown or eta it waits ``default_retry_delay`` seconds. Once
-        attempts are exhausted the job is dead with ``exc`` as its reason.
+        work. Without countdown or eta it waits ``default_retry_delay`` seconds.
+        ``max_retries`` replaces the task's limit for this retry, as in Celery (None:
+        the task's). Once retries are exhausted the job is dead with ``exc`` as its
+        reason. ``args``, ``kwargs``, ``queue``, ``throw=False`` and other options
+        are refused with ArgumentError (the job then goes dead at once).
         """
-        if eta is not None:
-            from datetime import timezone
-
-            delay = max(0.0, (eta - datetime.now(timezone.utc)).total_seconds())
-        elif countdown is not None:
-            delay = float(countdown)
-        else:
-            delay = self._task.default_retry_delay
+        _refuse_retry_arguments(self._job, throw, args, kwargs, queue, options)
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else "retry requested"
-        raise Retry(delay=delay, reason=reason) from exc
+        raise RetryWithLimit(
+            delay=self._retry_delay(countdown, eta),
+            reason=reason,
+            max_attempts=_retry_limit(max_retries),
+        ) from exc
+
+    def _retry_delay(self, countdown: float | None, eta: datetime | None) -> float:
+        if countdown is not None and eta is not None:
+            raise ArgumentError(
+                f"self.retry(countdown={countdown!r}, eta={eta!r}): pass countdown or eta,"
+                " not both"
+            )
+        if eta is not None:
+            try:
+                run_at = validate_run_at(eta)
+            except InvalidOptionError as error:
+                raise ArgumentError(f"self.retry(eta=...): {error}") from None
+            assert run_at is not None
+            return max(0.0, (run_at - datetime.now(timezone.utc)).total_seconds())
+        if countdown is not None:
+            try:
+                return validate_countdown(countdown)
+            except InvalidOptionError as error:
+                raise ArgumentError(f"self.retry(countdown=...): {error}") from None
+        return self._task.default_retry_delay
 
     def __getattr__(self, attribute: str) -> Any:
         # delay(), apply_async(), queue ... of the task itself, as on Celery's self.
         return getattr(self._task, attribute)
+
+
+class RetryWithLimit(Retry):
+    """``self.retry(max_retries=...)``: a Retry that brings its own attempt limit."""
+
+    def __init__(self, delay: float | None, reason: str, max_attempts: int | None) -> None:
+        super().__init__(delay=delay, reason=reason)
+        self.max_attempts = max_attempts
+
+
+class TaskTimeout(TimeoutError):
+    """The task's own ``timeout`` expired (not a TimeoutError the task raised).
+
+    Only this one is retried whatever ``retry_for`` says: the task did not
+    fail, it ran out of time. It is recorded as ``TimeoutError``.
+    """
+
+
+def _retry_limit(max_retries: int | None) -> int | None:
+    if max_retries is None:
+        return None  # Celery: None here means the task's own max_retries
+    try:
+        return max_attempts_for_retries(max_retries)
+    except ConfigurationError as error:
+        raise ArgumentError(f"self.retry(max_retries={max_retries!r}): {error}") from None
+
+
+def _refuse_retry_arguments(
+    job: ClaimedJob, throw: bool, args: Any, kwargs: Any, queue: str | None, options: dict[str, Any]
+) -> None:
+    """Celery's self.retry() arguments that cannot mean anything for a pgqueue job."""
+    for name, value in (("args", args), ("kwargs", kwargs)):
+        if value is not None:
+            raise ArgumentError(
+                f"self.retry({name}={value!r}) is not supported: a retry runs the same job with"
+                " its stored arguments; to run with other arguments, enqueue a new job with"
+                " self.apply_async(args, kwargs) and return"
+            )
+    if queue is not None:
+        raise ArgumentError(
+            f"self.retry(queue={queue!r}) is not supported: a retry stays on the job's queue"
+            f" {job.queue!r}; to move the work, enqueue a new job with"
+            " self.apply_async(..., queue=...) and return"
+        )
+    if not throw:
+        raise ArgumentError(
+            "self.retry(throw=False) is not supported: pgqueue decides to retry from the"
+            " exception the task raises, so self.retry() always raises; let it propagate"
+        )
+    if options:
+        raise ArgumentError(
+            f"self.retry() got unsupported argument(s) {sorted(options)}: it takes exc,"
+            " countdown, eta and max_retries"
+        )
 
 
 @dataclass(frozen=True)
@@ -272,14 +361,19 @@ def decide_failure(
     trace = _format_traceback(error)
     if isinstance(error, Retry):
         error_type, message = "Retry", error.reason
+    elif isinstance(error, TaskTimeout):
+        error_type, trace = "TimeoutError", f"TimeoutError: {message}\n"
     # A task that formats a password into its error message must not leak it
     # into last_error, `pgqueue jobs show` or the logs.
     message = scrub_secrets(message, job.args)
     trace = scrub_secrets(trace, job.args)
-    exhausted = job.failures_so_far >= job.max_attempts
+    limit = job.max_attempts
+    if isinstance(error, RetryWithLimit) and error.max_attempts is not None:
+        limit = error.max_attempts
+    exhausted = job.failures_so_far >= limit
     non_retryable = isinstance(error, ArgumentError) or (
         task is not None
-        and not isinstance(error, (Retry, UnknownTaskError, TimeoutError))
+        and not isinstance(error, (Retry, UnknownTaskError, TaskTimeout))
         and not task.retry.should_retry(error)
     )
     if exhausted or non_retryable:
@@ -392,16 +486,33 @@ async def _run_async(
     task: Task[Any] | None = None
     try:
         task, prefix, kwargs = prepare_call(app, job, events_channel)
-        value = await asyncio.wait_for(task.func(*prefix, **kwargs), timeout)
-    except asyncio.TimeoutError:
+        value = await asyncio.wait_for(_raised_apart(task.func(*prefix, **kwargs)), timeout)
+    except asyncio.TimeoutError:  # only wait_for's: the task's own come as _RaisedByTask
         return outcome_of_error(task, job, timeout_error(timeout or 0.0, job))
+    except _RaisedByTask as raised:
+        return outcome_of_error(task, job, raised.error)
     except Exception as error:
         return outcome_of_error(task, job, error)
     return _finish(task, job, value)
 
 
-def timeout_error(timeout: float, job: ClaimedJob) -> TimeoutError:
-    return TimeoutError(
+class _RaisedByTask(Exception):
+    """Carries a TimeoutError the task raised past wait_for, which raises its own."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _raised_apart(coroutine: Any) -> Any:
+    try:
+        return await coroutine
+    except (TimeoutError, asyncio.TimeoutError) as error:  # distinct classes before 3.11
+        raise _RaisedByTask(error) from error
+
+
+def timeout_error(timeout: float, job: ClaimedJob) -> TaskTimeout:
+    return TaskTimeout(
         f"task exceeded timeout of {timeout:g}s (attempt {job.attempt}/{job.max_attempts})"
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -13,6 +15,32 @@ from pgqueue import App, ConfigurationError, InvalidOptionError, JobFailedError,
 
 def burst(app: App) -> None:
     assert Worker(app, burst=True, concurrency=2).run() == 0
+
+
+def last_retry_delay(db: psycopg.Connection[object], job_id: int) -> float:
+    """Seconds between a job's latest failure and its next run_at (set in one statement)."""
+    row = db.execute(
+        "SELECT extract(epoch FROM run_at - (errors -> -1 ->> 'at')::timestamptz)"
+        " FROM pgqueue.jobs WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    assert row is not None
+    return round(float(row[0]), 3)
+
+
+def retry_delays(
+    app: App, db: psycopg.Connection[object], job_id: int, *, retries: int
+) -> list[float]:
+    """The waits chosen before each of the first ``retries`` retries.
+
+    Each retry is made due at once after its wait is read, so the test does not sleep.
+    """
+    delays = []
+    for _ in range(retries):
+        burst(app)
+        delays.append(last_retry_delay(db, job_id))
+        db.execute("UPDATE pgqueue.jobs SET run_at = now() WHERE id = %s", (job_id,))
+    return delays
 
 
 def test_delay_and_get(app: App) -> None:
@@ -124,26 +152,284 @@ def test_self_retry_exhausted_is_failure_with_the_exception(app: App) -> None:
     assert "upstream" in result.get(timeout=1, propagate=False)
 
 
-def test_autoretry_for_with_backoff(app: App) -> None:
-    """autoretry_for retries only those exceptions; max_retries counts retries."""
+def test_autoretry_for_waits_default_retry_delay(
+    app: App, db: psycopg.Connection[object]
+) -> None:
+    """autoretry_for without retry_backoff waits default_retry_delay (180 s), as in Celery."""
     calls: list[int] = []
 
-    @app.task(autoretry_for=(KeyError,), max_retries=3, retry_backoff=False)
+    @app.task(autoretry_for=(KeyError,), max_retries=3)
     def lookups() -> None:
         calls.append(1)
+        raise KeyError("missing")
+
+    @app.task(autoretry_for=(KeyError,), max_retries=3, retry_backoff=False)
+    def unhurried() -> None:
         raise KeyError("missing")
 
     @app.task(autoretry_for=(KeyError,), max_retries=3)
     def other() -> None:
         raise ValueError("not retried")
 
+    retried, explicit, single = lookups.delay(), unhurried.delay(), other.delay()
+    burst(app)
+    assert len(calls) == 1
+    assert retried.status == "RETRY"
+    assert last_retry_delay(db, retried.id) == 180
+    assert last_retry_delay(db, explicit.id) == 180
+    assert single.job.attempt == 1
+    assert single.status == "FAILURE"
+
+
+def test_autoretry_for_with_zero_default_retry_delay_retries_at_once(app: App) -> None:
+    """default_retry_delay=0 makes Celery-style retries immediate; max_retries counts retries."""
+    calls: list[int] = []
+
+    @app.task(autoretry_for=(KeyError,), max_retries=3, default_retry_delay=0)
+    def lookups() -> None:
+        calls.append(1)
+        raise KeyError("missing")
+
     retried = lookups.delay()
-    single = other.delay()
     burst(app)
     assert len(calls) == 4
     assert retried.job.attempt == 4
-    assert single.job.attempt == 1
-    assert single.status == "FAILURE"
+    assert retried.status == "FAILURE"
+
+
+def test_pgqueue_options_keep_immediate_retries_without_backoff(
+    app: App, db: psycopg.Connection[object]
+) -> None:
+    """retry_for + retry_backoff=False (pgqueue's own options) still retries at once."""
+    calls: list[int] = []
+
+    @app.task(retry_for=(KeyError,), max_attempts=4, retry_backoff=False)
+    def lookups() -> None:
+        calls.append(1)
+        raise KeyError("missing")
+
+    @app.task(max_attempts=2, retry_jitter=False)
+    def backs_off() -> None:
+        raise KeyError("missing")
+
+    retried, default = lookups.delay(), backs_off.delay()
+    burst(app)
+    assert len(calls) == 4
+    assert retried.status == "FAILURE"
+    assert last_retry_delay(db, default.id) == 1  # pgqueue's default backoff: 1, 2, 4... s
+
+
+def test_retry_backoff_true_and_number_without_jitter(
+    app: App, db: psycopg.Connection[object]
+) -> None:
+    """retry_backoff=True is 1, 2, 4 s; a number is the base; retry_backoff_max caps it."""
+
+    @app.task(autoretry_for=(KeyError,), max_retries=3, retry_backoff=True, retry_jitter=False)
+    def doubling() -> None:
+        raise KeyError("missing")
+
+    @app.task(
+        autoretry_for=(KeyError,),
+        max_retries=3,
+        retry_backoff=5,
+        retry_backoff_max=12,
+        retry_jitter=False,
+    )
+    def capped() -> None:
+        raise KeyError("missing")
+
+    assert retry_delays(app, db, doubling.delay().id, retries=3) == [1, 2, 4]
+    assert retry_delays(app, db, capped.delay().id, retries=3) == [5, 10, 12]
+
+
+def test_retry_backoff_with_jitter_stays_within_the_backoff(
+    app: App, db: psycopg.Connection[object]
+) -> None:
+    """With retry_jitter (Celery's default) each wait is drawn from [0, backoff]."""
+
+    @app.task(autoretry_for=(KeyError,), max_retries=3, retry_backoff=4)
+    def jittered() -> None:
+        raise KeyError("missing")
+
+    delays = retry_delays(app, db, jittered.delay().id, retries=3)
+    assert all(0 <= delay <= ceiling for delay, ceiling in zip(delays, [4, 8, 16], strict=True))
+
+
+def test_retry_kwargs_set_max_retries_and_countdown(
+    app: App, db: psycopg.Connection[object]
+) -> None:
+    """retry_kwargs={'max_retries': n, 'countdown': s} apply to automatic retries."""
+
+    @app.task(autoretry_for=(KeyError,), retry_kwargs={"max_retries": 2, "countdown": 7})
+    def lookups() -> None:
+        raise KeyError("missing")
+
+    assert lookups.max_attempts == 3
+    result = lookups.delay()
+    assert retry_delays(app, db, result.id, retries=2) == [7, 7]
+    burst(app)
+    assert result.status == "FAILURE"
+    assert result.job.attempt == 3
+
+
+def test_dont_autoretry_for_excludes_subclasses(app: App) -> None:
+    """dont_autoretry_for wins over autoretry_for: those exceptions fail at once."""
+    raised: list[str] = []
+
+    @app.task(
+        autoretry_for=(LookupError,),
+        dont_autoretry_for=(KeyError,),
+        max_retries=2,
+        default_retry_delay=0,
+    )
+    def lookups(kind: str) -> None:
+        raised.append(kind)
+        raise KeyError("gone") if kind == "key" else IndexError("not yet")
+
+    key, index = lookups.delay("key"), lookups.delay("index")
+    burst(app)
+    assert (key.status, key.job.attempt) == ("FAILURE", 1)
+    assert (index.status, index.job.attempt) == ("FAILURE", 3)
+    assert sorted(raised) == ["index"] * 3 + ["key"]
+
+
+def test_max_retries_none_means_as_many_as_pgqueue_allows(app: App) -> None:
+    """Celery's max_retries=None (forever) is pgqueue's ceiling: 100 attempts, then dead."""
+
+    @app.task(autoretry_for=(KeyError,), max_retries=None, default_retry_delay=0)
+    def forever() -> None:
+        raise KeyError("missing")
+
+    assert forever.max_attempts == 100
+    result = forever.delay()
+    burst(app)
+    assert (result.status, result.job.attempt) == ("FAILURE", 100)
+
+
+def test_self_retry_max_retries_replaces_the_task_limit(app: App) -> None:
+    """self.retry(max_retries=n) decides this retry with n, lower or higher than the task's."""
+
+    @app.task(bind=True, max_retries=5)
+    def fewer(self: pgqueue.JobContext) -> None:
+        raise self.retry(countdown=0, max_retries=1)  # type: ignore[attr-defined]
+
+    @app.task(bind=True, max_retries=0)
+    def more(self: pgqueue.JobContext) -> None:
+        raise self.retry(exc=KeyError("k"), countdown=0, max_retries=2)  # type: ignore[attr-defined]
+
+    shorter, longer = fewer.delay(), more.delay()
+    burst(app)
+    assert (shorter.status, shorter.job.attempt) == ("FAILURE", 2)
+    assert (longer.status, longer.job.attempt) == ("FAILURE", 3)
+    assert longer.job.last_error == "Retry: KeyError: 'k'"
+
+
+def test_self_retry_eta(app: App, db: psycopg.Connection[object]) -> None:
+    """self.retry(eta=aware datetime) schedules the retry then."""
+
+    @app.task(bind=True)
+    def later(self: pgqueue.JobContext) -> None:
+        eta = datetime.now(timezone.utc) + timedelta(minutes=1)
+        raise self.retry(eta=eta)  # type: ignore[attr-defined]
+
+    result = later.delay()
+    burst(app)
+    assert result.status == "RETRY"
+    assert 58 <= last_retry_delay(db, result.id) <= 60
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ({"args": [1]}, "self.retry(args=[1]) is not supported: a retry runs the same job"),
+        ({"kwargs": {"n": 1}}, r"self.retry(kwargs={'n': 1}) is not supported"),
+        ({"queue": "low"}, "self.retry(queue='low') is not supported: a retry stays on"),
+        ({"throw": False}, "self.retry(throw=False) is not supported"),
+        ({"priority": 9}, r"self.retry() got unsupported argument(s) ['priority']"),
+        ({"max_retries": 500}, "self.retry(max_retries=500): max_retries must be between 0"),
+        ({"countdown": -1}, "self.retry(countdown=...): countdown must be >= 0"),
+        ({"countdown": 1, "eta": datetime(2030, 1, 1, tzinfo=timezone.utc)}, "not both"),
+        ({"eta": datetime(2030, 1, 1)}, "self.retry(eta=...): run_at must be timezone-aware"),
+    ],
+)
+def test_self_retry_arguments_without_meaning_fail_the_job_at_once(
+    app: App, call: dict[str, object], message: str
+) -> None:
+    """self.retry() refuses arguments it cannot honour; the job is dead with the reason."""
+
+    @app.task(bind=True, max_retries=3)
+    def misused(self: pgqueue.JobContext) -> None:
+        raise self.retry(**call)  # type: ignore[attr-defined]
+
+    result = misused.delay()
+    burst(app)
+    assert (result.status, result.job.attempt) == ("FAILURE", 1)
+    assert result.job.last_error is not None
+    assert result.job.last_error.startswith("ArgumentError: ")
+    assert message in result.job.last_error
+
+
+def test_timeout_error_raised_by_the_task_follows_retry_for(app: App) -> None:
+    """A TimeoutError the task raises is an ordinary exception: retried only if listed."""
+
+    @app.task(retry_for=(ConnectionError,), max_attempts=3, retry_backoff=False)
+    def not_listed() -> None:
+        raise TimeoutError("upstream took too long")
+
+    @app.task(retry_for=(ConnectionError,), max_attempts=3, retry_backoff=False, timeout=30)
+    async def not_listed_async() -> None:
+        raise TimeoutError("upstream took too long")
+
+    @app.task(autoretry_for=(TimeoutError,), max_retries=2, default_retry_delay=0)
+    def listed() -> None:
+        raise TimeoutError("upstream took too long")
+
+    sync_job, async_job, retried = not_listed.delay(), not_listed_async.delay(), listed.delay()
+    burst(app)
+    for result in (sync_job, async_job):
+        assert (result.status, result.job.attempt) == ("FAILURE", 1)
+        assert result.job.last_error == "TimeoutError: upstream took too long"
+    assert (retried.status, retried.job.attempt) == ("FAILURE", 3)
+
+
+def test_time_limit_is_enforced(app: App) -> None:
+    """A task running past time_limit fails with TimeoutError (sync: the attempt is failed)."""
+
+    @app.task(time_limit=1, max_retries=0)
+    def slow() -> None:
+        time.sleep(2.5)
+
+    result = slow.delay()
+    burst(app)
+    assert result.status == "FAILURE"
+    assert result.job.last_error == "TimeoutError: task exceeded timeout of 1s (attempt 1/1)"
+
+
+def test_time_limit_expiry_is_retried_whatever_autoretry_for_says(app: App) -> None:
+    """pgqueue's own timeout is retried even when autoretry_for does not list it."""
+
+    @app.task(time_limit=0.5, autoretry_for=(KeyError,), max_retries=1, default_retry_delay=0)
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    result = slow.delay()
+    burst(app)
+    assert (result.status, result.job.attempt) == ("FAILURE", 2)
+    assert result.job.last_error == "TimeoutError: task exceeded timeout of 0.5s (attempt 2/2)"
+
+
+def test_get_with_timeout_on_a_pending_job_raises_timeout_error(app: App) -> None:
+    """AsyncResult.get(timeout=) on a job no worker ran raises TimeoutError."""
+
+    @app.task
+    def never_run() -> None: ...
+
+    result = never_run.delay()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        result.get(timeout=0.5)
+    assert 0.4 <= time.monotonic() - started < 5
+    assert result.status == "PENDING"
 
 
 def test_time_limit_is_the_timeout(app: App) -> None:
@@ -176,6 +462,17 @@ def test_ignore_result(app: App) -> None:
         ({"acks_late": False}, "acks_late=False is not supported"),
         ({"serializer": "pickle"}, "serializer='pickle' is not supported"),
         ({"max_retries": 3, "max_attempts": 2}, "pass max_attempts or Celery's max_retries"),
+        ({"expires": 60}, "'expires' is not supported: .* pass expires= .* to apply_async"),
+        ({"base": object}, "'base' is not supported: .* use bind=True"),
+        ({"retry_kwargs": {"queue": "x"}}, r"retry_kwargs key\(s\) \['queue'\] are not supported"),
+        ({"retry_kwargs": 5}, "retry_kwargs must be a dict"),
+        ({"retry_kwargs": {"countdown": -1}}, r"retry_kwargs\['countdown'\] must be .* >= 0"),
+        (
+            {"max_retries": 3, "retry_kwargs": {"max_retries": 5}},
+            "pass only one of them",
+        ),
+        ({"max_retries": 100}, "max_retries must be between 0 and 99 .* got 100"),
+        ({"default_retry_delay": -5}, "default_retry_delay must be a number of seconds >= 0"),
         ({"bogus": 1}, "unknown task option 'bogus'"),
     ],
 )
@@ -197,16 +494,24 @@ def test_accepted_no_op_options(app: App) -> None:
 
 
 def test_revoke_cancels(app: App) -> None:
-    """AsyncResult.revoke() cancels a waiting job: REVOKED, never run."""
+    """AsyncResult.revoke() cancels a queued job, due or scheduled: REVOKED, never run."""
+    ran: list[str] = []
 
     @app.task
-    def work() -> None:
-        raise AssertionError("must not run")
+    def work(label: str) -> None:
+        ran.append(label)
 
-    result = work.delay()
-    result.revoke()
+    due, scheduled = work.delay("due"), work.apply_async(["later"], countdown=60)
+    kept = work.delay("kept")
+    due.revoke()
+    scheduled.revoke()
     burst(app)
-    assert result.status == "REVOKED"
+    assert ran == ["kept"]
+    assert (due.status, scheduled.status, kept.status) == ("REVOKED", "REVOKED", "SUCCESS")
+    assert due.job.state is JobState.CANCELLED
+    assert due.job.attempt == 0
+    with pytest.raises(JobFailedError, match="ended cancelled"):
+        due.get(timeout=1)
 
 
 def test_task_routes(dsn: str) -> None:
