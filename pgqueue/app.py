@@ -735,17 +735,25 @@ class App:
     def cancel_job(self, job_id: int, *, connection: object | None = None) -> JobState:
         """Cancel a job: at once if it has not started, by request if it is running.
 
-        Returns the state the job is in afterwards (a running job stays
-        ``running`` until its task notices or finishes).
+        Returns ``CANCELLED`` if it was waiting, ``RUNNING`` if it was running
+        (cancellation was requested; it stays ``running`` until its task
+        notices or finishes), and otherwise the finished state it already had,
+        which nothing changed.
+
+        Raises:
+            JobNotFoundError: no such job.
         """
         waiting = self.run(queries.JOB_CANCEL_WAITING, {"ids": [job_id]}, connection)
         if waiting:
             return JobState.CANCELLED
-        self.run(
+        requested = self.run(
             queries.JOB_CANCEL_REQUEST_RUNNING,
             {"ids": [job_id], "events_channel": self.events_channel},
             connection,
         )
+        if requested:
+            # It was running: report the request even if it finished since.
+            return JobState.RUNNING
         return self.get_job(job_id, connection=connection).state
 
     def retry_job(self, job_id: int, *, connection: object | None = None) -> Job:

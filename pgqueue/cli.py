@@ -1,8 +1,10 @@
 """The ``pgqueue`` command: thin click wrappers over the library.
 
-Exit codes: 0 ok, 1 unexpected error, 2 usage or configuration, 3 cannot
-connect, 4 schema not migrated. Errors print one line, ``pgqueue: <what> ...``,
-with any password shown as ``***``.
+Exit codes: 0 ok, 1 unexpected error (for ``pgqueue wait``: the job ended dead
+or cancelled, or does not exist), 2 usage or configuration, 3 cannot connect,
+4 schema not migrated, 5 ``pgqueue wait --timeout`` ran out while the job was
+still unfinished (wait again: nothing failed). Errors print one line,
+``pgqueue: <what> ...``, with any password shown as ``***``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ EXIT_UNEXPECTED = 1
 EXIT_CONFIG = 2
 EXIT_CONNECT = 3
 EXIT_SCHEMA = 4
+# Only `pgqueue wait`: the job is still unfinished, so a script can wait again
+# (it must not be mistaken for 1, the job having failed).
+EXIT_TIMEOUT = 5
 
 
 def fail(message: str, code: int) -> click.exceptions.Exit:
@@ -158,21 +163,31 @@ def _check_connect(app: App) -> None:
 
 @main.command("wait")
 @click.argument("job_id", type=int)
-@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up after this many seconds (exit code 5); default: wait forever.",
+)
 @click.pass_obj
 @handle_errors
 def wait_command(obj: Context, job_id: int, timeout: float | None) -> None:
     """Wait for a job to finish and print its result as JSON.
 
-    Exits 0 if it succeeded, 1 if it ended dead or cancelled, 5 on timeout.
+    Exit codes: 0 it succeeded (the result is printed); 1 it ended dead or
+    cancelled (its last error is printed), or there is no such job; 5 --timeout
+    passed while it was still unfinished; 2, 3 and 4 as for every command.
     """
     app = obj.app()
     try:
         result = app.wait_for_job(job_id, timeout=timeout)
     except JobFailedError as error:
-        raise fail(str(error), EXIT_UNEXPECTED) from None
+        raise fail(f"{error} (see 'pgqueue jobs show {job_id}')", EXIT_UNEXPECTED) from None
     except TimeoutError as error:
-        raise fail(str(error), 5) from None
+        raise fail(
+            f"{error}; nothing failed: wait again, or with a longer --timeout",
+            EXIT_TIMEOUT,
+        ) from None
     click.echo(json.dumps(result))
 
 

@@ -15,6 +15,7 @@ from pgqueue import admin
 from pgqueue.cli import EXIT_UNEXPECTED, Context, fail, handle_errors
 from pgqueue.durations import format_duration, parse_duration
 from pgqueue.errors import ConfigurationError, DatabaseUnavailableError, PgqueueError
+from pgqueue.jobs import JobState
 from pgqueue.payload import redact
 
 __all__ = ["register"]
@@ -300,10 +301,16 @@ def cancel_command(
     if job_ids:
 
         def cancel(job_id: int) -> str:
+            before = app.get_job(job_id).state  # JobNotFoundError for a missing id
             state = app.cancel_job(job_id)
-            if state.value == "running":
+            if state is JobState.RUNNING:
                 return "cancellation requested (it is running)"
-            return state.value
+            if state is JobState.CANCELLED and before is not JobState.CANCELLED:
+                return "cancelled"
+            return (
+                f"already finished ({state.value}); nothing was changed"
+                f" (to run it again: pgqueue retry {job_id})"
+            )
 
         _for_each_id(job_ids, cancel)
         return

@@ -76,13 +76,27 @@ def check_table_health(app: App, connection: psycopg.Connection[TupleRow]) -> Fi
         return Finding(
             "vacuum", False, f"no statistics for {app.schema}.jobs", "run 'pgqueue migrate'"
         )
-    live, dead, last_autovacuum, autovacuum, reloptions = row
+    live, dead, last_autovacuum, autovacuum, reloptions, table_autovacuum = row
+    # Both switches must be on; name every one that is off, so that fixing the
+    # first does not just reveal the second on the next run.
+    off: list[str] = []
+    fixes: list[str] = []
     if autovacuum != "on":
+        off.append("for the server")
+        fixes.append("set autovacuum = on")
+    if table_autovacuum is False:
+        setting = next(
+            (o for o in reloptions or [] if o.startswith("autovacuum_enabled=")),
+            "autovacuum_enabled=false",
+        )
+        off.append(f"for the table {app.schema}.jobs ({setting})")
+        fixes.append(f"run ALTER TABLE {app.schema}.jobs RESET (autovacuum_enabled)")
+    if off:
         return Finding(
             "vacuum",
             False,
-            "autovacuum is off for the server",
-            "set autovacuum = on: a queue table bloats within hours without it",
+            f"autovacuum is off {' and '.join(off)}",
+            f"{', and '.join(fixes)}: a queue table bloats within hours without autovacuum",
         )
     if dead > DEAD_TUPLES_WARN and dead > live:
         return Finding(

@@ -66,11 +66,15 @@ ORDER BY xact_start
 
 
 # Doctor: dead tuples and vacuum history of the jobs table.
+# The last column is the table's own autovacuum_enabled storage parameter,
+# parsed as a boolean by PostgreSQL (off, false, 0 ...), or NULL when unset.
 DOCTOR_TABLE_HEALTH = """
-SELECT n_live_tup, n_dead_tup, last_autovacuum, current_setting('autovacuum'),
-       (SELECT reloptions FROM pg_class WHERE oid = relid)
-FROM pg_stat_user_tables
-WHERE schemaname = %(schema)s AND relname = 'jobs'
+SELECT s.n_live_tup, s.n_dead_tup, s.last_autovacuum, current_setting('autovacuum'),
+       c.reloptions,
+       (SELECT o.option_value::boolean FROM pg_options_to_table(c.reloptions) AS o
+        WHERE o.option_name = 'autovacuum_enabled')
+FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid
+WHERE s.schemaname = %(schema)s AND s.relname = 'jobs'
 """
 
 
