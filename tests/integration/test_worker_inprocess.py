@@ -9,9 +9,10 @@ import time
 import psycopg
 import pytest
 
-from pgqueue import App, JobFailedError, JobState, Retry, Worker, queries
+from pgqueue import App, JobContext, JobFailedError, JobState, Retry, Worker, queries
 from pgqueue.maintenance import Rescuer
 from pgqueue.worker.execution import ClaimedJob
+from tests.support.waiting import scalar
 
 
 def burst(app: App, **options: object) -> Worker:
@@ -424,3 +425,50 @@ def test_claims_always_wait_for_the_wal_flush(
     workers.append(worker)
     assert worker.run() == 0
     assert seen == expected
+
+
+def test_queue_limit_caps_concurrent_jobs_of_that_queue(
+    app: App, dsn: str, db: psycopg.Connection[object]
+) -> None:
+    """-Q emails=2,default with -c 6: never more than 2 emails jobs run at once, while
+    default jobs use the other slots. Each task records its start and end (DB clock)."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS capped_runs (job_id bigint PRIMARY KEY, queue text NOT NULL,"
+        " started_at timestamptz NOT NULL, finished_at timestamptz)"
+    )
+    db.execute("TRUNCATE capped_runs")
+
+    def run_for_a_while(context: JobContext) -> None:
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(
+                "INSERT INTO capped_runs VALUES (%s, %s, clock_timestamp())",
+                (context.id, context.queue),
+            )
+            time.sleep(0.3)
+            connection.execute(
+                "UPDATE capped_runs SET finished_at = clock_timestamp() WHERE job_id = %s",
+                (context.id,),
+            )
+
+    send = app.task(queue="emails", pass_context=True, name="send")(run_for_a_while)
+    other = app.task(queue="default", pass_context=True, name="other")(run_for_a_while)
+    app.enqueue_many(
+        [send.prepare() for _ in range(8)] + [other.prepare() for _ in range(4)]
+    )
+    burst(app, queues="emails=2,default", concurrency=6)
+
+    def most_at_once(queue_filter: str) -> int:
+        # The most runs (of matching queues) overlapping: the peak is at one's start.
+        return int(
+            scalar(
+                db,
+                "SELECT max((SELECT count(*) FROM capped_runs b WHERE b.queue LIKE %(q)s"
+                "   AND b.started_at <= a.started_at AND b.finished_at > a.started_at))"
+                " FROM capped_runs a WHERE a.queue LIKE %(q)s",
+                {"q": queue_filter},
+            )
+        )
+
+    assert scalar(db, "SELECT count(*) FROM capped_runs WHERE finished_at IS NOT NULL") == 12
+    assert most_at_once("emails") == 2  # the cap is reached, never exceeded
+    assert most_at_once("%") >= 3  # other queues still run beside them
