@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -13,12 +15,15 @@ from pgqueue import App, JobState
 from pgqueue.migrate import HEAD_REVISION
 from tests.e2e import tasks_app
 from tests.e2e.helpers import (
+    APP_PATH,
     FAST_LEASES,
+    REPO_ROOT,
     run_worker,
     scalar,
     start_worker,
     stop,
     wait_until,
+    worker_env,
     workers,
 )
 
@@ -28,6 +33,42 @@ def test_burst_exits_zero_on_empty_queues(dsn: str) -> None:
     result = run_worker(dsn, "--burst", "-Q", "default")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "burst: no job is ready" in result.stderr
+
+
+def test_work_is_configured_by_the_environment_alone(
+    dsn: str, ledger: psycopg.Connection[object]
+) -> None:
+    """PGQUEUE_APP, PGQUEUE_QUEUES and PGQUEUE_CONCURRENCY configure `pgqueue work
+    --burst` with no other option: the app's jobs run, only from those queues, at most
+    that many at once (the default would be 10)."""
+    app = App(dsn)
+    served = [
+        tasks_app.sleep_then_record.apply_async(args=[0.4], queue="from-env") for _ in range(6)
+    ]
+    elsewhere = tasks_app.record.enqueue(n=1)  # queue default: not in PGQUEUE_QUEUES
+    result = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "work", "--burst"],
+        env=worker_env(
+            dsn, PGQUEUE_APP=APP_PATH, PGQUEUE_QUEUES="from-env", PGQUEUE_CONCURRENCY="3"
+        ),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "queues=from-env concurrency=3" in result.stderr
+    assert all(app.get_job(job.id).state is JobState.SUCCEEDED for job in served)
+    assert app.get_job(elsewhere.id).state is JobState.QUEUED
+    most_at_once = scalar(
+        ledger,
+        "SELECT max((SELECT count(*) FROM ledger b"
+        "   WHERE b.started_at <= a.started_at AND b.finished_at > a.started_at))"
+        " FROM ledger a",
+    )
+    assert most_at_once == 3
+    app.close()
 
 
 def test_four_workers_run_each_job_exactly_once(
