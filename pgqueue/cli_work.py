@@ -15,6 +15,7 @@ from pgqueue.worker.config import (
     POLL_INTERVAL_DEFAULT,
     RESCUE_INTERVAL_DEFAULT,
     SHUTDOWN_TIMEOUT_DEFAULT,
+    QueueSpec,
     WorkerConfig,
     parse_queues,
 )
@@ -185,7 +186,7 @@ def work_command(
             " myproject.settings for a Django project"
         )
     config = WorkerConfig(
-        queues=parse_queues(queues),
+        queues=_queues_option(queues),
         concurrency=concurrency,
         pool=pool,
         burst=burst,
@@ -214,6 +215,19 @@ def work_command(
     worker = Worker(app, config)
     code = worker.run()
     _exit_even_with_stuck_threads(code, worker.stuck_tasks)
+
+
+def _queues_option(text: str) -> tuple[QueueSpec, ...]:
+    """Parse -Q; when the value came from $PGQUEUE_QUEUES, the error says so."""
+    try:
+        return parse_queues(text)
+    except ConfigurationError as error:
+        source = click.get_current_context().get_parameter_source("queues")
+        if source is click.core.ParameterSource.ENVIRONMENT:
+            raise ConfigurationError(
+                f"{error} (from PGQUEUE_QUEUES={text!r}: fix or unset it, or pass -Q)"
+            ) from None
+        raise
 
 
 def _retention(text: str) -> float | None:

@@ -68,6 +68,10 @@ def test_work_is_configured_by_the_environment_alone(
         " FROM ledger a",
     )
     assert most_at_once == 3
+    bad = run_worker(dsn, "--burst", PGQUEUE_QUEUES="Emails")
+    assert bad.returncode == 2
+    assert "pgqueue: invalid queue name 'Emails'" in bad.stderr
+    assert "(from PGQUEUE_QUEUES='Emails': fix or unset it, or pass -Q)" in bad.stderr
     app.close()
 
 
