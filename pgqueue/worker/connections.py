@@ -91,6 +91,9 @@ class ManagedConnection:
         self.connect_timeout = connect_timeout
         self._connection: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        self._connected_once = False
+        # Connections made after the first: a broken one is discarded (set to
+        # None), so "had a connection before" cannot be read from _connection.
         self.reconnects = 0
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -117,9 +120,10 @@ class ManagedConnection:
     def get(self) -> psycopg.Connection[Any]:
         """The live connection, connecting if needed (raises Disconnected)."""
         if self._connection is None or self._connection.closed:
-            if self._connection is not None:
-                self.reconnects += 1
             self._connection = self._connect()
+            if self._connected_once:
+                self.reconnects += 1
+            self._connected_once = True
         return self._connection
 
     def run(self, statement: str, params: Mapping[str, Any]) -> list[db.Row]:

@@ -54,7 +54,8 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._connection: psycopg.Connection[object] | None = None
         self.delivering = threading.Event()
-        self.reconnects = 0
+        self._connected_once = False
+        self.reconnects = 0  # successful connections after the first
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="pgqueue-listener", daemon=True)
@@ -82,7 +83,6 @@ class Notifier:
             except psycopg.Error as error:
                 if self._stop.is_set():
                     break
-                self.reconnects += 1
                 self._stop.wait(backoff.failed(error))
             finally:
                 self._close()
@@ -99,6 +99,9 @@ class Notifier:
             keepalives_count=3,
         )
         self._connection = connection
+        if self._connected_once:
+            self.reconnects += 1
+        self._connected_once = True
         for channel in self.channels:
             connection.execute(f'LISTEN "{channel}"')
         probe = f"probe {uuid.uuid4().hex}"

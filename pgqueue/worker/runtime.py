@@ -200,7 +200,7 @@ class Worker:
             ",".join(config.queue_names),
             config.concurrency,
             config.pool,
-            " burst" if config.burst else "",
+            _wakeups(config),
         )
         if self._notifier is not None and not self.config.burst:
             self._start_thread(self._check_listen, "pgqueue-listen-check")
@@ -859,6 +859,15 @@ class Worker:
             self.stats.released,
             self.stats.stale,
         )
+
+
+def _wakeups(config: WorkerConfig) -> str:
+    """How the worker learns of new jobs, for its ready line."""
+    if config.burst:
+        return " burst"
+    if not config.listen:
+        return f" wake-ups=polling only (no LISTEN), every {config.poll_interval:g}s"
+    return f" wake-ups=LISTEN/NOTIFY, polling every {config.poll_interval:g}s as a fallback"
 
 
 def _outcome_label(outcome: Outcome) -> str:
