@@ -64,7 +64,11 @@ DATABASES = {
     )
 }
 
-PGQUEUE = {"QUEUES": ["high", "default", "low"]}
+PGQUEUE = {
+    "QUEUES": ["high", "default", "low"],
+    # Celery's task_routes: @app.task functions named routed_* that name no queue go to low.
+    "TASK_ROUTES": {"routed_*": "low"},
+}
 
 TASKS = {
     "default": {
@@ -76,6 +80,34 @@ TASKS = {
         "BACKEND": "pgqueue.contrib.django.PgqueueBackend",
         "QUEUES": ["default"],
         "OPTIONS": {"max_attempts": 3, "retry_backoff": 0},
+    },
+    # An attempt may run 1 s; a task that runs longer fails with TimeoutError.
+    "timed": {
+        "BACKEND": "pgqueue.contrib.django.PgqueueBackend",
+        "QUEUES": ["default"],
+        "OPTIONS": {"timeout": 1},
+    },
+    # Backoff without jitter: 3 s, then 6 s...; capped at 4 s when capped.
+    "backoff": {
+        "BACKEND": "pgqueue.contrib.django.PgqueueBackend",
+        "QUEUES": ["default"],
+        "OPTIONS": {"max_attempts": 3, "retry_backoff": 3, "retry_jitter": False},
+    },
+    "backoff_capped": {
+        "BACKEND": "pgqueue.contrib.django.PgqueueBackend",
+        "QUEUES": ["default"],
+        "OPTIONS": {
+            "max_attempts": 3,
+            "retry_backoff": 100,
+            "retry_backoff_max": 4,
+            "retry_jitter": False,
+        },
+    },
+    # The documented default jitter: each delay drawn from [0, min(100, 4)].
+    "jittered": {
+        "BACKEND": "pgqueue.contrib.django.PgqueueBackend",
+        "QUEUES": ["default"],
+        "OPTIONS": {"max_attempts": 3, "retry_backoff": 100, "retry_backoff_max": 4},
     },
     # No QUEUES: Django accepts any queue name, pgqueue still checks its form.
     "open": {"BACKEND": "pgqueue.contrib.django.PgqueueBackend", "QUEUES": []},

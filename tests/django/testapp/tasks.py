@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pgqueue
 from pgqueue.contrib.django import get_app
 from tests.django.testapp.compat import task
 from tests.django.testapp.models import Record
@@ -90,3 +91,59 @@ def backend_pid() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return int(cursor.fetchone()[0])
+
+
+# ------------------------------------------------- backend OPTIONS, Retry, signals
+
+
+@task(backend="timed")
+def overruns(seconds: float) -> float:
+    """Runs longer than its backend's 1 s timeout."""
+    time.sleep(seconds)
+    return seconds
+
+
+@task(backend="backoff")
+def fails_with_backoff(label: str) -> None:
+    raise RuntimeError(f"{label} fails, to be retried after the backoff")
+
+
+@task(backend="backoff_capped")
+def fails_with_capped_backoff(label: str) -> None:
+    raise RuntimeError(f"{label} fails, to be retried after the capped backoff")
+
+
+@task(backend="jittered")
+def fails_with_jitter(label: str) -> None:
+    raise RuntimeError(f"{label} fails, to be retried after a jittered backoff")
+
+
+@task(takes_context=True, backend="retrying")
+def asks_for_retry(context, delay: float) -> int:  # type: ignore[no-untyped-def]
+    """``raise pgqueue.Retry(delay=...)`` on the first attempt, succeed on the next."""
+    if context.attempt == 1:
+        raise pgqueue.Retry(delay=delay, reason="not yet")
+    return int(context.attempt)
+
+
+@task()
+def always_asks_for_retry() -> None:
+    """On the default backend (1 attempt): Retry has no attempt left to ask for."""
+    raise pgqueue.Retry(delay=30)
+
+
+# ------------------------------------------------------------ Celery spellings
+
+
+@pgqueue.shared_task
+def shared_record(label: str) -> str:
+    """A Celery-style @shared_task, found because this tasks.py is discovered."""
+    Record.objects.create(label=f"shared:{label}")
+    return label
+
+
+@app.task
+def routed_report(label: str) -> str:
+    """No queue of its own: PGQUEUE["TASK_ROUTES"] sends routed_* to 'low'."""
+    Record.objects.create(label=f"routed:{label}")
+    return label
