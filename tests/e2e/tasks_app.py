@@ -8,6 +8,7 @@ The database comes from PGQUEUE_DATABASE_URL, as for any user's app.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -118,3 +119,10 @@ def complete_in_transaction(context: pgqueue.JobContext, fail: bool = False) -> 
             raise RuntimeError("failed before commit")
         context.complete(connection, result="done in tx")
     return "ignored: already completed in the transaction"
+
+
+@app.task(max_attempts=2, retry_backoff=0)
+def log_url_and_fail(url: str, password: str = "") -> None:
+    """Logs a database URL and fails with it in the message: secrets must not reach logs."""
+    logging.getLogger(__name__).warning("connecting to %s", url)
+    raise ConnectionError(f"could not reach {url}")
