@@ -98,6 +98,17 @@ def test_retry_jitter_draws_each_delay_below_its_cap(manage: Any, pg: Any) -> No
     assert max(delays) - min(delays) > 1, delays
 
 
+def test_using_another_backend_keeps_the_declared_backends_retry_policy(
+    manage: Any, pg: Any
+) -> None:
+    """As docs/django.md says: max_attempts follows .using(backend=...), backoff does not."""
+    moved = fail.using(backend="backoff_capped").enqueue("x")  # declared on "default"
+    (delay,) = delays_after_one_failure(manage, pg, [moved])
+    row = pg.execute("SELECT max_attempts FROM pgqueue.jobs WHERE id = %s", (int(moved.id),))
+    assert row.fetchone()[0] == 3  # backoff_capped's max_attempts
+    assert delay < 2, "default's backoff (1 s, jittered), not backoff_capped's 4 s"
+
+
 def test_a_task_raising_retry_runs_again_after_the_delay(manage: Any, pg: Any) -> None:
     result = asks_for_retry.enqueue(30)  # backend "retrying": 3 attempts
     (delay,) = delays_after_one_failure(manage, pg, [result])
