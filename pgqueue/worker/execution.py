@@ -136,7 +136,9 @@ class JobContext:
         return self._job.task
 
     def is_cancelled(self) -> bool:
-        """True once someone asked to cancel this job: stop early and raise or return."""
+        """True once this attempt should stop: the job was cancelled, the attempt ran
+        past its timeout, or the worker released it at shutdown. Stop early and raise
+        or return; what the attempt does afterwards is discarded."""
         return self._job.cancel_requested.is_set()
 
     def complete(self, connection: object, result: Any = None) -> bool:

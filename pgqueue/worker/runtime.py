@@ -559,6 +559,9 @@ class Worker:
                     if task is not None and task.is_async:
                         continue  # asyncio.wait_for cancels these itself
                     running.abandoned = True
+                    # Tell the task, which may check context.is_cancelled(), and code
+                    # that runs after it, that this attempt has been given up.
+                    running.job.cancel_requested.set()
                     expired.append(running)
         for running in expired:
             job = running.job

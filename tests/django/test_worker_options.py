@@ -89,9 +89,28 @@ def test_retry_backoff_sets_the_next_run_at(manage: Any, pg: Any) -> None:
         assert [e.exception_class_path for e in result.errors] == ["builtins.RuntimeError"]
 
 
+def first_retry_delays(manage: Any, pg: Any, results: list[Any]) -> list[float]:
+    """Like delays_after_one_failure, for delays that may be near 0: a job whose draw
+    was tiny may already have run again before the burst worker stopped; its first
+    delay is then the time from the first failure to the second start."""
+    check(manage("pgqueue_work", "--burst", "-c", "2", "-Q", "default"))
+    delays = []
+    for result in results:
+        attempt, started_at, run_at, errors = pg.execute(
+            "SELECT attempt, started_at, run_at, errors FROM pgqueue.jobs WHERE id = %s",
+            (int(result.id),),
+        ).fetchone()
+        if attempt == 1:
+            delays.append((run_at - started_at).total_seconds())
+        else:
+            first_failure = datetime.fromisoformat(errors[0]["at"])
+            delays.append((started_at - first_failure).total_seconds())
+    return delays
+
+
 def test_retry_jitter_draws_each_delay_below_its_cap(manage: Any, pg: Any) -> None:
     results = [fails_with_jitter.enqueue(f"j{n}") for n in range(10)]  # cap min(100, 4) = 4 s
-    delays = delays_after_one_failure(manage, pg, results)
+    delays = first_retry_delays(manage, pg, results)
     assert all(0 <= delay < 5 for delay in delays), delays
     # Without jitter all ten would wait the same 4 s. Ten uniform draws from [0, 4]
     # all within 1 s of each other: a chance of about 1 in 30,000.
@@ -190,3 +209,31 @@ def test_task_started_and_task_finished_signals_in_the_worker() -> None:
     order = [(kind, result_id) for kind, _, result_id, _ in seen]
     assert order.index(("started", ok.id)) < order.index(("finished", ok.id))
     assert order.index(("started", failing.id)) < order.index(("finished", failing.id))
+
+
+def test_a_timed_out_attempt_does_not_announce_success_when_its_thread_returns() -> None:
+    """A thread cannot be stopped at a timeout; when it returns later, task_finished must
+    not report SUCCESSFUL for a job that was recorded as failed."""
+    import threading
+
+    from pgqueue import Worker
+    from pgqueue.contrib.django import get_app
+    from pgqueue.worker.config import parse_queues
+
+    finished: list[Any] = []
+
+    def on_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        finished.append(task_result.status)
+
+    result = overruns.enqueue(1.5)  # backend "timed": timeout 1 s, one attempt
+    task_finished.connect(on_finished)
+    try:
+        Worker(get_app(), queues=parse_queues("default"), concurrency=1, burst=True).run()
+        for thread in threading.enumerate():  # the overrunning thread, until it returns
+            if thread.name.startswith("pgqueue-task-"):
+                thread.join(timeout=10)
+    finally:
+        task_finished.disconnect(on_finished)
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    assert TaskResultStatus.SUCCESSFUL not in finished

@@ -480,6 +480,8 @@ def _run(
             )
             if final:
                 object.__setattr__(result, "finished_at", timezone.now())
+            if context.is_cancelled():
+                raise  # given up (timeout, cancel, release): this is not the recorded outcome
             error_type = type(error)
             result.errors.append(
                 TaskError(
@@ -495,6 +497,10 @@ def _run(
             value = normalize_json(value)
         except (TypeError, ValueError):
             pass  # pgqueue's result encoder fails the job with a message naming the value
+        if context.is_cancelled():
+            # A thread that returns after its attempt timed out (or was cancelled or
+            # released) must not announce a success: the job's outcome is recorded.
+            return value
         object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
         object.__setattr__(result, "finished_at", timezone.now())
         object.__setattr__(result, "_return_value", value)
