@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+import pgqueue.shared
 from pgqueue import App
 from pgqueue.migrate import upgrade
 from tests.support.pg_provision import TestServer, create_database, drop_database, provision
@@ -112,6 +114,22 @@ def count_jobs(connection: psycopg.Connection[object]) -> int:
     row = connection.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()
     assert row is not None
     return int(row[0])
+
+
+@pytest.fixture(autouse=True)
+def _shared_tasks_stay_in_their_test_project(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``@shared_task`` registers with every App of the process, as in Celery.
+
+    The Django test project's tasks.py (imported while tests are collected) has one;
+    outside tests/django it must not appear in the Apps other tests create.
+    """
+    if Path(request.node.path).is_relative_to(Path(__file__).parent / "django"):
+        return
+    kept = [entry for entry in pgqueue.shared._shared
+            if not entry[0].__module__.startswith("tests.django.")]
+    monkeypatch.setattr(pgqueue.shared, "_shared", kept)
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,9 @@ def jobs(pg: Any) -> list[tuple[str, str, str]]:
 def test_shared_task_in_tasks_py_is_discovered_and_joins_atomic(manage: Any, pg: Any) -> None:
     # testapp/tasks.py was imported when Django started; the project's App knows the task.
     assert "shared_record" in get_app().tasks
+    # Shared tasks enqueue on the current App: in a Django process the project's only
+    # one; in this test process, other tests' Apps were created since.
+    get_app().set_as_current()
 
     class Failed(Exception):
         pass
