@@ -383,6 +383,11 @@ class Worker:
         """Claim up to ``free`` jobs, queue by queue in preference order."""
         total = 0
         exhausted = True
+        # Cleared before the queries, set again only if more work is known to wait:
+        # a NOTIFY that arrives while they run sets it too, and must not be
+        # overwritten, or a job committed just after the claim's snapshot would
+        # wait for the next poll.
+        self._maybe_work = False
         counts = self._per_queue_running() if any(q.limit for q in self.config.queue_specs) else {}
         for spec in self.config.queue_specs:
             if spec.name in self._paused:
@@ -392,15 +397,19 @@ class Worker:
                 want = min(want, spec.limit - counts.get(spec.name, 0))
             if want <= 0:
                 continue
-            rows = self._claimer.run(
-                queries.JOB_CLAIM,
-                {
-                    "queue": spec.name,
-                    "limit": want,
-                    "worker_id": self.id,
-                    "lease_seconds": self.config.lease_seconds,
-                },
-            )
+            try:
+                rows = self._claimer.run(
+                    queries.JOB_CLAIM,
+                    {
+                        "queue": spec.name,
+                        "limit": want,
+                        "worker_id": self.id,
+                        "lease_seconds": self.config.lease_seconds,
+                    },
+                )
+            except Disconnected:
+                self._maybe_work = True  # unknown: look again once reconnected
+                raise
             if len(rows) == want:
                 exhausted = False
             for row in rows:
@@ -409,7 +418,8 @@ class Worker:
             if total >= free:
                 exhausted = False
                 break
-        self._maybe_work = not exhausted
+        if not exhausted:
+            self._maybe_work = True
         if total:
             self.stats.claimed += total
             faultpoint("after_claim")

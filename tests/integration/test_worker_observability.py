@@ -360,23 +360,29 @@ def test_metrics_track_runtime_queue_age_rescues_and_reconnects(
 
         timed_job = timed.enqueue()
 
+        timed_labels = (("queue", "default"), ("task", timed.name))
+        orphan_labels = (("queue", "default"), ("task", orphan.name))
+        runtime_count = "pgqueue_job_runtime_seconds_count"
+
         def settled() -> Any:
+            # The metrics follow the row's commit (the completer reports after it
+            # writes): wait for both, not just the row.
             samples = _scrape(port)
             return (
                 _job_state(db, timed_job.id) == "succeeded"
                 and _job_state(db, lost.id) == "succeeded"
                 and samples.get(("pgqueue_rescued_jobs_total", ())) == 1
+                and (runtime_count, timed_labels) in samples
+                and (runtime_count, orphan_labels) in samples
                 and samples
             )
 
         samples = wait_until(settled, timeout=20)
-        timed_labels = (("queue", "default"), ("task", timed.name))
         assert samples[("pgqueue_job_runtime_seconds_count", timed_labels)] == 1
         assert samples[("pgqueue_job_runtime_seconds_sum", timed_labels)] >= 0.2
         bucket = "pgqueue_job_runtime_seconds_bucket"
         assert samples[(bucket, (("le", "0.1"), *timed_labels))] == 0
         assert samples[(bucket, (("le", "0.5"), *timed_labels))] == 1
-        orphan_labels = (("queue", "default"), ("task", orphan.name))
         assert samples[("pgqueue_job_runtime_seconds_count", orphan_labels)] == 1
         assert samples[("pgqueue_stale_completions_total", ())] == 0
 
