@@ -152,7 +152,8 @@ def run_demo(dsn: str | None, *, keep: bool = False, echo: Callable[[str], None]
         " WHERE state = 'dead'\"      # the dead-letter queue"
     )
     echo(f'  psql{where} -c "SELECT queue, state, count(*) FROM {schema}.jobs GROUP BY 1, 2"')
-    echo("Re-run a dead job with: pgqueue retry <id>")
+    echo(f"With --keep, the CLI sees them too: pgqueue --schema {schema} jobs list --state dead")
+    echo(f"and re-runs a dead job with: pgqueue --schema {schema} retry <id>")
 
 
 def _wait_all_finished(app: App, timeout: float) -> None:

@@ -40,6 +40,7 @@ def test_demo_on_a_configured_database_keeps_to_its_own_schema(dsn: str) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "using your database; the demo keeps to schema pgqueue_demo" in out
+    assert "pgqueue --schema pgqueue_demo retry <id>" in out
     assert "job.wait() returned 5" in out
     assert "charge_card -> order 1001 charged on attempt 3" in out
     assert "sync_legacy_crm -> dead-lettered" in out
@@ -90,3 +91,32 @@ def test_demo_on_the_embedded_database(tmp_path: Path) -> None:
             check=False,
         )
         shutil.rmtree(data_root, ignore_errors=True)
+
+
+def test_demo_keep_leaves_jobs_the_cli_commands_it_prints_can_see(dsn: str) -> None:
+    """`pgqueue demo --keep`, then the two commands it suggests: list the dead job, retry it."""
+    env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DATABASE_URL"}
+
+    def pgqueue(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pgqueue", "--dsn", dsn, *args],
+            env=env, capture_output=True, text=True, timeout=180, check=False,
+        )
+
+    demo = pgqueue("demo", "--keep")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    listed = pgqueue("--schema", "pgqueue_demo", "jobs", "list", "--state", "dead")
+    assert listed.returncode == 0, listed.stderr
+    assert "sync_legacy_crm" in listed.stdout
+    with psycopg.connect(dsn) as connection:
+        row = connection.execute(
+            "SELECT id FROM pgqueue_demo.jobs WHERE state = 'dead'"
+        ).fetchone()
+    assert row is not None
+    retried = pgqueue("--schema", "pgqueue_demo", "retry", str(row[0]))
+    assert retried.returncode == 0, retried.stderr
+    with psycopg.connect(dsn) as connection:
+        state = connection.execute(
+            "SELECT state FROM pgqueue_demo.jobs WHERE id = %s", (row[0],)
+        ).fetchone()
+    assert state == ("queued",)
