@@ -190,14 +190,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 codes.append(process.wait(timeout=10))
-        if self._monitor is not None:
-            self._monitor.join(timeout=5)
-        self._record_exits()
-        with self._lock:
-            for s in self._slots:
-                if s.log is not None:
-                    s.log.close()
-                    s.log = None
+        self._stop_monitoring()
         return codes
 
     def kill_all(self) -> None:
@@ -205,6 +198,10 @@ class Supervisor:
         self.signal_all(signal.SIGKILL)
         for process in self.processes():
             process.wait(timeout=10)
+        self._stop_monitoring()
+
+    def _stop_monitoring(self) -> None:
+        """After every worker exited: stop the watcher, record the exits, close the logs."""
         if self._monitor is not None:
             self._monitor.join(timeout=5)
         self._record_exits()
