@@ -28,7 +28,7 @@ from pgqueue.worker.execution import (
 if TYPE_CHECKING:
     from pgqueue.app import App
 
-__all__ = ["run_in_child"]
+__all__ = ["run_in_child", "start_fork_server"]
 
 _context: Any = None
 
@@ -37,9 +37,31 @@ def _get_context(app_path: str) -> Any:
     global _context
     if _context is None:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([app_path.partition(":")[0], "pgqueue.worker.execution"])
+        context.set_forkserver_preload(
+            [
+                "pgqueue.worker._forkserver_signals",
+                app_path.partition(":")[0],
+                "pgqueue.worker.execution",
+            ]
+        )
         _context = context
     return _context
+
+
+def _nothing() -> None:
+    """The first child: proves the fork server is up with its preloads imported."""
+
+
+def start_fork_server(app_path: str) -> None:
+    """Start the fork server now and wait until it serves (its preloads are imported).
+
+    Started lazily, it would still be booting when the first job's child is due,
+    and a SIGTERM to the process group in that window (a service manager stopping
+    the unit) would kill it before it ignores the signal, failing that job.
+    """
+    warm_up = _get_context(app_path).Process(target=_nothing, daemon=True)
+    warm_up.start()
+    warm_up.join(timeout=120)
 
 
 def _exit_with_the_worker() -> None:
@@ -62,14 +84,25 @@ def _exit_with_the_worker() -> None:
 
 
 def _child_main(
-    app_path: str, job_fields: tuple[Any, ...], events_channel: str, pipe: Connection
+    app_path: str,
+    database: tuple[str, str],
+    job_fields: tuple[Any, ...],
+    events_channel: str,
+    pipe: Connection,
 ) -> None:
     from pgqueue.loader import load_app
 
     _exit_with_the_worker()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The parent decides when children stop (it kills them): a Ctrl-C or a service
+    # manager's SIGTERM to the whole process group must not kill a job mid-way
+    # and count as a crash while the worker drains gracefully.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     app = load_app(app_path)
+    # The worker's database and schema, which may come from the command line
+    # (--dsn, --schema) rather than from the module the child just imported.
+    dsn, schema = database
+    app.use_database(dsn, schema=schema)
     job = ClaimedJob(*job_fields)
     outcome = run_job(app, job, events_channel)
     pipe.send((outcome, job.completed_in_transaction))
@@ -114,7 +147,7 @@ def run_in_child(
     )
     process = context.Process(
         target=_child_main,
-        args=(app_path, job_fields, events_channel, sender),
+        args=(app_path, (app.dsn, app.schema), job_fields, events_channel, sender),
         daemon=True,
         name=f"pgqueue-job-{job.id}",
     )

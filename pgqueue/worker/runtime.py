@@ -168,6 +168,11 @@ class Worker:
             self._completer_connection, self.app.events_channel, self._on_written
         )
         self._completer.start()
+        if config.pool == "process":
+            from pgqueue.worker.process_pool import start_fork_server
+
+            assert config.app_path is not None
+            start_fork_server(config.app_path)
         # Plain threads fed by a queue: a thread pool's Future and callback per job
         # cost more than a no-op task itself. Daemon threads, so that a task stuck
         # in user code cannot keep a stopping worker alive.
@@ -396,6 +401,7 @@ class Worker:
             if spec.limit is not None:
                 want = min(want, spec.limit - counts.get(spec.name, 0))
             if want <= 0:
+                exhausted = False  # at its cap, not empty: look again when a slot frees
                 continue
             try:
                 rows = self._claimer.run(
@@ -547,7 +553,9 @@ class Worker:
             deadlines = [
                 r.deadline
                 for r in self._running.values()
-                if r.deadline is not None and not r.abandoned
+                if r.deadline is not None
+                and not r.abandoned
+                and not self._runs_in_child(r.job)  # run_in_child enforces those
             ]
         return min(deadlines) if deadlines else None
 

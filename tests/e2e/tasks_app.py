@@ -126,3 +126,10 @@ def log_url_and_fail(url: str, password: str = "") -> None:
     """Logs a database URL and fails with it in the message: secrets must not reach logs."""
     logging.getLogger(__name__).warning("connecting to %s", url)
     raise ConnectionError(f"could not reach {url}")
+
+
+@app.task(queue="default")
+def which_schema(seconds: float = 0.0) -> str:
+    """The schema of the App this runs under (in a child: the one it loaded)."""
+    time.sleep(seconds)
+    return app.schema
