@@ -69,6 +69,9 @@ class ClaimedJob:
     created_at: datetime
     run_at: datetime
     cancel_requested: threading.Event = field(default_factory=threading.Event)
+    # Set when this worker gave the attempt up (timeout, release at shutdown):
+    # whatever it returns afterwards is not the job's outcome.
+    given_up: threading.Event = field(default_factory=threading.Event)
     completed_in_transaction: bool = False
 
     @classmethod

@@ -579,6 +579,7 @@ class Worker:
                     running.abandoned = True
                     # Tell the task, which may check context.is_cancelled(), and code
                     # that runs after it, that this attempt has been given up.
+                    running.job.given_up.set()
                     running.job.cancel_requested.set()
                     expired.append(running)
         for running in expired:
@@ -810,6 +811,7 @@ class Worker:
             unfinished = [r for r in self._running.values() if not r.abandoned]
             for running in unfinished:
                 running.abandoned = True
+                running.job.given_up.set()
                 running.job.cancel_requested.set()
                 self._held.pop(running.job.lease_token, None)
         if not unfinished:

@@ -445,6 +445,11 @@ def _runner(name: str, django_task: Any) -> Callable[..., Any]:
     return run_django_task
 
 
+def _given_up(context: JobContext) -> bool:
+    """The worker gave this attempt up (timeout, release); a user's cancel is not that."""
+    return context._job.given_up.is_set()
+
+
 def _send(signal: Any, backend: Any, result: Any) -> None:
     # A failing receiver is logged, not allowed to change the job's outcome.
     for receiver, response in signal.send_robust(type(backend), task_result=result):
@@ -480,8 +485,8 @@ def _run(
             )
             if final:
                 object.__setattr__(result, "finished_at", timezone.now())
-            if context.is_cancelled():
-                raise  # given up (timeout, cancel, release): this is not the recorded outcome
+            if _given_up(context):
+                raise  # timed out or released: this is not the recorded outcome
             error_type = type(error)
             result.errors.append(
                 TaskError(
@@ -497,9 +502,9 @@ def _run(
             value = normalize_json(value)
         except (TypeError, ValueError):
             pass  # pgqueue's result encoder fails the job with a message naming the value
-        if context.is_cancelled():
-            # A thread that returns after its attempt timed out (or was cancelled or
-            # released) must not announce a success: the job's outcome is recorded.
+        if _given_up(context):
+            # A thread that returns after its attempt timed out (or was released at
+            # shutdown) must not announce a success: the job's outcome is recorded.
             return value
         object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
         object.__setattr__(result, "finished_at", timezone.now())
