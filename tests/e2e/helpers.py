@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,3 +73,26 @@ def workers(dsn: str, count: int, *args: str) -> Iterator[list[subprocess.Popen[
             if process.poll() is None:
                 process.kill()
             process.communicate(timeout=30)
+
+
+@contextmanager
+def embedded_env(prefix: str) -> Iterator[dict[str, str]]:
+    """An environment with no database URL and a private embedded data directory.
+
+    The embedded server it starts is stopped and its directory removed on exit.
+    """
+    data_root = Path(tempfile.mkdtemp(prefix=prefix))
+    data_root.chmod(0o755)  # the server may run as 'nobody'
+    env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DATABASE_URL"}
+    env["PGQUEUE_DATA_DIR"] = str(data_root / "pg")
+    try:
+        yield env
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "pgqueue", "db", "stop"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shutil.rmtree(data_root, ignore_errors=True)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import datetime
-from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -20,7 +16,7 @@ import pytest
 from pgqueue import App
 from pgqueue.migrate import HEAD_REVISION
 from tests.e2e import tasks_app
-from tests.e2e.helpers import run_worker, start_worker, stop
+from tests.e2e.helpers import embedded_env, run_worker, start_worker, stop
 
 JSON_KEYS = {"time", "level", "logger", "process", "thread", "message"}
 
@@ -112,22 +108,18 @@ def test_work_no_listen_says_it_polls_only(dsn: str, ledger: psycopg.Connection[
 
 def test_migrate_without_a_url_uses_the_embedded_database_and_says_so() -> None:
     """No --dsn and no PGQUEUE_DATABASE_URL: one stderr line names the embedded database."""
-    data_root = Path(tempfile.mkdtemp(prefix="pgqueue-migrate-"))
-    data_root.chmod(0o755)  # the server may run as 'nobody'
-    env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DATABASE_URL"}
-    env["PGQUEUE_DATA_DIR"] = str(data_root / "pg")
+    with embedded_env("pgqueue-migrate-") as env:
 
-    def migrate() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "pgqueue", "migrate"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        def migrate() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "pgqueue", "migrate"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
 
-    try:
         first = migrate()
         assert first.returncode == 0, first.stdout + first.stderr
         notice = first.stderr.splitlines()
@@ -137,19 +129,10 @@ def test_migrate_without_a_url_uses_the_embedded_database_and_says_so() -> None:
             r" set PGQUEUE_DATABASE_URL to use your own server",
             notice[0],
         ), notice
-        assert str(data_root / "pg") in notice[0]
+        assert env["PGQUEUE_DATA_DIR"] in notice[0]
         assert first.stdout.strip() == f"migrated schema pgqueue from <none> to {HEAD_REVISION}"
 
         again = migrate()
         assert again.returncode == 0, again.stdout + again.stderr
         assert again.stderr.splitlines() == notice
         assert again.stdout.strip() == f"schema pgqueue already at head ({HEAD_REVISION})"
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "pgqueue", "db", "stop"],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        shutil.rmtree(data_root, ignore_errors=True)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import psycopg
+
+from tests.e2e.helpers import embedded_env
 
 _ENQUEUE_MINE = """
 import pgqueue
@@ -51,13 +50,9 @@ def test_demo_on_a_configured_database_keeps_to_its_own_schema(dsn: str) -> None
     assert row == (0,)
 
 
-def test_demo_on_the_embedded_database(tmp_path: Path) -> None:
+def test_demo_on_the_embedded_database() -> None:
     """With nothing configured the demo starts the embedded PostgreSQL and says so."""
-    data_root = Path(tempfile.mkdtemp(prefix="pgqueue-demo-"))
-    data_root.chmod(0o755)  # the server may run as 'nobody'
-    env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DATABASE_URL"}
-    env["PGQUEUE_DATA_DIR"] = str(data_root / "pg")
-    try:
+    with embedded_env("pgqueue-demo-") as env:
         # A job of the developer's own, waiting in the embedded database's pgqueue schema.
         mine = subprocess.run(
             [sys.executable, "-c", _ENQUEUE_MINE],
@@ -82,15 +77,6 @@ def test_demo_on_the_embedded_database(tmp_path: Path) -> None:
             check=True,
         ).stdout.strip()
         assert still_there == "queued"
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "pgqueue", "db", "stop"],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        shutil.rmtree(data_root, ignore_errors=True)
 
 
 def test_demo_keep_leaves_jobs_the_cli_commands_it_prints_can_see(dsn: str) -> None:
